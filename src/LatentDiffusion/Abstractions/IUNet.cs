@@ -1,0 +1,32 @@
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Abstractions;
+
+/// <summary>The denoising network: predicts noise (or v, or x₀, as the model was trained) from a noisy latent.</summary>
+public interface IUNet : IDisposable
+{
+    /// <summary>Latent channels taken in (4 for Stable Diffusion).</summary>
+    int InChannels { get; }
+
+    /// <summary>Channels predicted.</summary>
+    int OutChannels { get; }
+
+    /// <summary>The latent side the model was trained at (<c>sample_size</c>); the default image side is this times the VAE's scale factor.</summary>
+    int SampleSize { get; }
+
+    /// <summary>Width of the text context it attends to.</summary>
+    int CrossAttentionDim { get; }
+
+    /// <summary>The device the weights live on.</summary>
+    Device Device { get; }
+
+    /// <summary>The dtype the weights are held in.</summary>
+    ScalarType DType { get; }
+
+    /// <summary>
+    /// One forward pass. <paramref name="sample"/> <c>[batch, InChannels, h, w]</c>; <paramref name="timestep"/> a scalar or
+    /// <c>[batch]</c> tensor (integer or fractional); <paramref name="encoderHiddenStates"/> <c>[batch, tokens, CrossAttentionDim]</c>.
+    /// Returns <c>[batch, OutChannels, h, w]</c>.
+    /// </summary>
+    Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates);
+}
