@@ -1,0 +1,186 @@
+namespace LatentDiffusion.Loading.SingleFile;
+
+/// <summary>
+/// A single-file Stable Diffusion checkpoint in the original LDM/CompVis layout (<c>model.diffusion_model.*</c>,
+/// <c>first_stage_model.*</c>, and <c>cond_stage_model.transformer.*</c> for SD 1.x or <c>cond_stage_model.model.*</c>
+/// for SD 2.x), presented as the three components a diffusers folder holds: each component's weights under the
+/// reference's parameter names, and its config. Only the header is read; tensors are read when a
+/// <see cref="TensorRef"/> is loaded, so the file stays open until this object is disposed.
+/// </summary>
+/// <remarks>
+/// <para>Tensors no component uses are listed in <see cref="UnclaimedKeys"/>. Expected there (see
+/// <see cref="IsKnownExtra"/>): EMA copies of the UNet (<c>model_ema.*</c>; like the reference's default, the non-EMA
+/// weights are used), the training-time noise schedule buffers (<c>betas</c>, <c>alphas_cumprod</c>, <c>posterior_*</c>,
+/// <c>sqrt_*</c>, <c>logvar</c>, ...), the text encoder's <c>position_ids</c> buffer, and for SD 2.x OpenCLIP's last
+/// residual block, <c>text_projection</c> and <c>logit_scale</c>, which Stable Diffusion does not use.
+/// <see cref="UnexpectedKeys"/> lists the rest.</para>
+/// <para>Configs are inferred from tensor shapes (<see cref="CheckpointConfigInference"/>); a diffusers folder given as
+/// <c>configDirectory</c> overrides them key by key with its <c>unet/config.json</c>, <c>vae/config.json</c>,
+/// <c>text_encoder/config.json</c> and <c>scheduler/scheduler_config.json</c> (what shapes cannot tell: head counts of
+/// non-standard models, v-prediction, sample size).</para>
+/// </remarks>
+public sealed class LdmCheckpoint : IDisposable
+{
+    private static readonly HashSet<string> KnownExtras = new(StringComparer.Ordinal)
+    {
+        "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
+        "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "logvar", "lvlb_weights",
+        "cond_stage_model.transformer.text_model.embeddings.position_ids", "cond_stage_model.transformer.embeddings.position_ids",
+        "cond_stage_model.model.text_projection", "cond_stage_model.model.logit_scale", "cond_stage_model.model.attn_mask",
+    };
+
+    private readonly bool _ownsFile;
+
+    /// <summary>The open checkpoint file.</summary>
+    public SafetensorsFile File { get; }
+
+    /// <summary>How the text encoder is stored (SD 1.x CLIP or SD 2.x OpenCLIP).</summary>
+    public TextEncoderLayout TextEncoderLayout { get; }
+
+    /// <summary>True for SD 2.x conventions: an OpenCLIP text encoder or 1024-wide cross-attention.</summary>
+    public bool IsStableDiffusion2 { get; }
+
+    /// <summary>The UNet's weights under the reference <c>UNet2DConditionModel</c> names.</summary>
+    public IReadOnlyDictionary<string, TensorRef> UNetWeights { get; }
+
+    /// <summary>The VAE's weights under the current reference <c>AutoencoderKL</c> names (attention as <c>to_q</c> ... <c>to_out.0</c>, linear).</summary>
+    public IReadOnlyDictionary<string, TensorRef> VaeWeights { get; }
+
+    /// <summary>The text encoder's weights under the reference <c>CLIPTextModel</c> names without the <c>text_model.</c> prefix.</summary>
+    public IReadOnlyDictionary<string, TensorRef> TextEncoderWeights { get; }
+
+    /// <summary>Every tensor of the file that no component uses, sorted.</summary>
+    public IReadOnlyList<string> UnclaimedKeys { get; }
+
+    /// <summary>The <see cref="UnclaimedKeys"/> that are not known extras (<see cref="IsKnownExtra"/>): worth a warning.</summary>
+    public IReadOnlyList<string> UnexpectedKeys => UnclaimedKeys.Where(k => !IsKnownExtra(k)).ToList();
+
+    /// <summary>The UNet's config (inferred, overridden by the config folder's <c>unet/config.json</c>).</summary>
+    public JsonConfig UNetConfig { get; }
+
+    /// <summary>The VAE's config (inferred, overridden by the config folder's <c>vae/config.json</c>).</summary>
+    public JsonConfig VaeConfig { get; }
+
+    /// <summary>The text encoder's config (inferred, overridden by the config folder's <c>text_encoder/config.json</c>).</summary>
+    public JsonConfig TextEncoderConfig { get; }
+
+    /// <summary>The scheduler's config (the reference's default, overridden by the config folder's <c>scheduler/scheduler_config.json</c>).</summary>
+    public JsonConfig SchedulerConfig { get; }
+
+    private LdmCheckpoint(SafetensorsFile file, bool ownsFile, string? configDirectory)
+    {
+        File = file;
+        _ownsFile = ownsFile;
+        string path = file.Path;
+
+        if (!IsSingleFile(file)) throw NotSingleFile(file);
+        if (file.Entries.Keys.Any(k => k.StartsWith("conditioner.embedders.", StringComparison.Ordinal)))
+            throw new NotSupportedException($"'{path}' is an SDXL single-file checkpoint (it has 'conditioner.embedders.*' tensors); only SD 1.x and 2.x single files are supported.");
+        if (!file.Entries.Keys.Any(k => k.StartsWith(VaeKeyMap.Prefix, StringComparison.Ordinal)))
+            throw new InvalidDataException($"'{path}' has a UNet ('{UNetKeyMap.Prefix}*') but no VAE: expected tensors named '{VaeKeyMap.Prefix}*'.");
+        TextEncoderLayout = ClipKeyMap.Detect(file)
+            ?? throw new InvalidDataException($"'{path}' has a UNet ('{UNetKeyMap.Prefix}*') but no text encoder: expected tensors named '{ClipKeyMap.ClipPrefix}*' (SD 1.x CLIP) or '{ClipKeyMap.OpenClipPrefix}transformer.*' (SD 2.x OpenCLIP).");
+
+        string? Config(params string[] parts) => configDirectory is null ? null : Path.Combine([configDirectory, .. parts]);
+        if (configDirectory is not null && !Directory.Exists(configDirectory))
+            throw new DirectoryNotFoundException($"Config folder '{configDirectory}' (for the single-file checkpoint '{path}') does not exist.");
+
+        // A config folder may say how many OpenCLIP blocks to keep; read it before mapping.
+        string? textConfigPath = Config("text_encoder", "config.json");
+        int? textLayers = null;
+        if (TextEncoderLayout == TextEncoderLayout.OpenClip && textConfigPath is not null && System.IO.File.Exists(textConfigPath))
+        {
+            var given = JsonConfig.Load(textConfigPath);
+            if (given.Has("num_hidden_layers"))
+            {
+                int layers = given.Int("num_hidden_layers", 0), stored = ClipKeyMap.StoredLayerCount(file, TextEncoderLayout);
+                if (layers < 1 || layers > stored)
+                    throw new InvalidDataException($"Config '{textConfigPath}': 'num_hidden_layers' is {layers}, but '{path}' stores {stored} text encoder layers.");
+                textLayers = layers;
+            }
+        }
+
+        var claimed = new HashSet<string>(StringComparer.Ordinal);
+        UNetWeights = UNetKeyMap.Map(file, claimed);
+        VaeWeights = VaeKeyMap.Map(file, claimed);
+        TextEncoderWeights = ClipKeyMap.Map(file, TextEncoderLayout, claimed, textLayers);
+        UnclaimedKeys = file.Entries.Keys.Where(k => !claimed.Contains(k)).Order(StringComparer.Ordinal).ToList();
+
+        string? toK = UNetWeights.Keys.FirstOrDefault(k => k.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal));
+        IsStableDiffusion2 = TextEncoderLayout == TextEncoderLayout.OpenClip || (toK is not null && UNetWeights[toK].Shape[1] == 1024);
+
+        var unet = CheckpointConfigInference.InferUNet(UNetWeights, IsStableDiffusion2, path);
+        var vae = CheckpointConfigInference.InferVae(VaeWeights, path);
+        var text = CheckpointConfigInference.InferTextEncoder(TextEncoderWeights, TextEncoderLayout, path);
+        var scheduler = CheckpointConfigInference.DefaultScheduler(path);
+        if (configDirectory is not null)
+        {
+            unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!);
+            vae = CheckpointConfigInference.Overlay(vae, Config("vae", "config.json")!);
+            text = CheckpointConfigInference.Overlay(text, textConfigPath!);
+            scheduler = CheckpointConfigInference.Overlay(scheduler, Config("scheduler", "scheduler_config.json")!);
+        }
+        UNetConfig = unet;
+        VaeConfig = vae;
+        TextEncoderConfig = text;
+        SchedulerConfig = scheduler;
+    }
+
+    /// <summary>True when <paramref name="file"/> holds a UNet in the original layout (<c>model.diffusion_model.*</c> tensors).</summary>
+    public static bool IsSingleFile(SafetensorsFile file)
+        => file.Entries.Keys.Any(k => k.StartsWith(UNetKeyMap.Prefix, StringComparison.Ordinal));
+
+    /// <summary>True when the file at <paramref name="path"/> is a safetensors file holding a UNet in the original layout.</summary>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file.</exception>
+    public static bool IsSingleFile(string path)
+    {
+        using var file = SafetensorsFile.Open(path);
+        return IsSingleFile(file);
+    }
+
+    /// <summary>Opens a single-file checkpoint and maps its components (reads the header only).</summary>
+    /// <param name="path">The <c>.safetensors</c> checkpoint.</param>
+    /// <param name="configDirectory">Optional diffusers folder whose component configs override the inferred ones.</param>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="DirectoryNotFoundException"><paramref name="configDirectory"/> does not exist.</exception>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file, or not in the original layout; the message says what was expected.</exception>
+    /// <exception cref="NotSupportedException">The file is an SDXL checkpoint.</exception>
+    public static LdmCheckpoint Open(string path, string? configDirectory = null)
+    {
+        var file = SafetensorsFile.Open(path);
+        try { return new LdmCheckpoint(file, ownsFile: true, configDirectory); }
+        catch { file.Dispose(); throw; }
+    }
+
+    /// <summary>Maps the components of an already open file, which stays owned by the caller.</summary>
+    /// <inheritdoc cref="Open(string, string?)"/>
+    public static LdmCheckpoint FromFile(SafetensorsFile file, string? configDirectory = null) => new(file, ownsFile: false, configDirectory);
+
+    /// <summary>
+    /// True for tensors that single-file checkpoints commonly carry and Stable Diffusion inference does not use:
+    /// EMA weights, noise-schedule buffers, <c>position_ids</c>, OpenCLIP's projection, scale and unused last blocks.
+    /// </summary>
+    public static bool IsKnownExtra(string key)
+        => KnownExtras.Contains(key)
+           || key.StartsWith("model_ema.", StringComparison.Ordinal)
+           || key.StartsWith(ClipKeyMap.OpenClipPrefix + "transformer.resblocks.", StringComparison.Ordinal);
+
+    private static InvalidDataException NotSingleFile(SafetensorsFile file)
+    {
+        string sample = string.Join(", ", file.Entries.Keys.Order(StringComparer.Ordinal).Take(3).Select(k => $"'{k}'"));
+        string hint = file.Entries.Keys.Any(k => k.StartsWith("down_blocks.", StringComparison.Ordinal) || k.StartsWith("encoder.down_blocks.", StringComparison.Ordinal) || k.StartsWith("text_model.", StringComparison.Ordinal))
+            ? " It looks like one component of a diffusers folder; load the folder instead." : "";
+        return new InvalidDataException(
+            $"'{file.Path}' is not a single-file Stable Diffusion checkpoint in the original LDM layout: expected tensors named " +
+            $"'{UNetKeyMap.Prefix}*' (UNet), '{VaeKeyMap.Prefix}*' (VAE) and '{ClipKeyMap.ClipPrefix}*' or '{ClipKeyMap.OpenClipPrefix}*' (text encoder), " +
+            $"but it has {file.Entries.Count} tensor(s){(sample.Length > 0 ? " such as " + sample : "")}.{hint}");
+    }
+
+    /// <summary>Closes the file when this object opened it.</summary>
+    public void Dispose()
+    {
+        if (_ownsFile) File.Dispose();
+    }
+}
