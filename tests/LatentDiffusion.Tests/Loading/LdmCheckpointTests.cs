@@ -247,7 +247,11 @@ public class LdmCheckpointTests
     public void OpenClipFusedProjectionIsSplitIntoQueryKeyValue()
     {
         const int d = 128;
-        string path = WriteSd2Like(d, blocks: 3, extra: [W.F32("alphas_cumprod", [2], [1f, 0.5f]), W.F32("model_ema.decay", [], [0.9999f])]);
+        string path = WriteSd2Like(d, blocks: 3, extra:
+        [
+            W.F32("alphas_cumprod", [2], [1f, 0.5f]), W.F32("model_ema.decay", [], [0.9999f]),
+            W.Arange("model.diffusion_model.label_emb.0.0.weight", 2, 2), W.Arange("cond_stage_model.model.transformer.resblocks.0.ls_1.gamma", d),
+        ]);
         using var ckpt = LdmCheckpoint.Open(path);
         Assert.That(ckpt.TextEncoderLayout, Is.EqualTo(TextEncoderLayout.OpenClip));
         Assert.That(ckpt.IsStableDiffusion2, Is.True);
@@ -285,7 +289,8 @@ public class LdmCheckpointTests
 
         Assert.That(ckpt.UnclaimedKeys, Does.Contain("cond_stage_model.model.text_projection").And.Contain("cond_stage_model.model.logit_scale")
             .And.Contain("cond_stage_model.model.transformer.resblocks.2.attn.in_proj_weight").And.Contain("alphas_cumprod").And.Contain("model_ema.decay"));
-        Assert.That(ckpt.UnexpectedKeys, Is.Empty);
+        Assert.That(ckpt.UnexpectedKeys, Is.EqualTo(new[] { "cond_stage_model.model.transformer.resblocks.0.ls_1.gamma", "model.diffusion_model.label_emb.0.0.weight" }),
+            "unknown tensors, in a kept block or of another UNet variant, are worth a warning; the dropped last block is not");
 
         var text = ckpt.TextEncoderConfig;
         Assert.That(text.String("hidden_act", null), Is.EqualTo("gelu"));
@@ -301,6 +306,23 @@ public class LdmCheckpointTests
         Assert.That(unet.Bool("upcast_attention", false), Is.True);
         Assert.That(unet.IntArray("attention_head_dim"), Is.EqualTo(new[] { 1, 1, 1, 1 }), "channels 32/32/64/64 at width 64, at least one head");
         Assert.That(ckpt.UNetWeights["down_blocks.0.attentions.0.proj_in.weight"].Shape, Is.EqualTo(new long[] { 32, 32 }));
+    }
+
+    [Test]
+    public void StandaloneOriginalLayoutVaeMaps()
+    {
+        using var source = SafetensorsFile.Open(SingleFile);
+        const string prefix = "first_stage_model.";
+        string path = Path.Combine(_temp, "vae-only.safetensors");
+        W.Write(path, source.Entries.Values.Where(e => e.Name.StartsWith(prefix, StringComparison.Ordinal)).Select(e => W.Zeros(e.Name[prefix.Length..], e.DType, e.Shape)));
+        using var file = SafetensorsFile.Open(path);
+        using var folder = FolderWeights("vae");
+        var claimed = new HashSet<string>();
+        var vae = VaeKeyMap.Map(file, claimed, prefix: "");
+        Assert.That(claimed, Has.Count.EqualTo(file.Entries.Count));
+        static string Current(string k) => k.Replace(".query.", ".to_q.").Replace(".key.", ".to_k.").Replace(".value.", ".to_v.").Replace(".proj_attn.", ".to_out.0.");
+        Assert.That(vae.Keys.Order(StringComparer.Ordinal), Is.EqualTo(folder.Entries.Keys.Select(Current).Order(StringComparer.Ordinal)));
+        Assert.That(LdmCheckpoint.IsSingleFile(file), Is.False);
     }
 
     [Test]

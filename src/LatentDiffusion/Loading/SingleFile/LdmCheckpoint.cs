@@ -31,6 +31,7 @@ public sealed class LdmCheckpoint : IDisposable
     };
 
     private readonly bool _ownsFile;
+    private readonly int _textLayers;
 
     /// <summary>The open checkpoint file.</summary>
     public SafetensorsFile File { get; }
@@ -54,7 +55,7 @@ public sealed class LdmCheckpoint : IDisposable
     public IReadOnlyList<string> UnclaimedKeys { get; }
 
     /// <summary>The <see cref="UnclaimedKeys"/> that are not known extras (<see cref="IsKnownExtra"/>): worth a warning.</summary>
-    public IReadOnlyList<string> UnexpectedKeys => UnclaimedKeys.Where(k => !IsKnownExtra(k)).ToList();
+    public IReadOnlyList<string> UnexpectedKeys => UnclaimedKeys.Where(k => !IsKnownExtra(k) && !IsUnusedOpenClipBlock(k)).ToList();
 
     /// <summary>The UNet's config (inferred, overridden by the config folder's <c>unet/config.json</c>).</summary>
     public JsonConfig UNetConfig { get; }
@@ -105,6 +106,7 @@ public sealed class LdmCheckpoint : IDisposable
         UNetWeights = UNetKeyMap.Map(file, claimed);
         VaeWeights = VaeKeyMap.Map(file, claimed);
         TextEncoderWeights = ClipKeyMap.Map(file, TextEncoderLayout, claimed, textLayers);
+        _textLayers = TextEncoderWeights.Keys.Count(k => k.StartsWith("encoder.layers.", StringComparison.Ordinal) && k.EndsWith(".layer_norm1.weight", StringComparison.Ordinal));
         UnclaimedKeys = file.Entries.Keys.Where(k => !claimed.Contains(k)).Order(StringComparer.Ordinal).ToList();
 
         string? toK = UNetWeights.Keys.FirstOrDefault(k => k.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal));
@@ -160,12 +162,20 @@ public sealed class LdmCheckpoint : IDisposable
 
     /// <summary>
     /// True for tensors that single-file checkpoints commonly carry and Stable Diffusion inference does not use:
-    /// EMA weights, noise-schedule buffers, <c>position_ids</c>, OpenCLIP's projection, scale and unused last blocks.
+    /// EMA weights, noise-schedule buffers, <c>position_ids</c>, OpenCLIP's projection and logit scale. (OpenCLIP
+    /// residual blocks past the ones kept are expected as well; <see cref="UnexpectedKeys"/> accounts for them.)
     /// </summary>
     public static bool IsKnownExtra(string key)
-        => KnownExtras.Contains(key)
-           || key.StartsWith("model_ema.", StringComparison.Ordinal)
-           || key.StartsWith(ClipKeyMap.OpenClipPrefix + "transformer.resblocks.", StringComparison.Ordinal);
+        => KnownExtras.Contains(key) || key.StartsWith("model_ema.", StringComparison.Ordinal);
+
+    private bool IsUnusedOpenClipBlock(string key)
+    {
+        const string blocks = ClipKeyMap.OpenClipPrefix + "transformer.resblocks.";
+        if (TextEncoderLayout != TextEncoderLayout.OpenClip || !key.StartsWith(blocks, StringComparison.Ordinal)) return false;
+        string rest = key[blocks.Length..];
+        int dot = rest.IndexOf('.');
+        return dot > 0 && int.TryParse(rest[..dot], out int layer) && layer >= _textLayers;
+    }
 
     private static InvalidDataException NotSingleFile(SafetensorsFile file)
     {

@@ -41,19 +41,23 @@ public static partial class VaeKeyMap
     /// Maps every VAE tensor of <paramref name="file"/> that has a place in the reference model; the original keys used
     /// are added to <paramref name="claimed"/>.
     /// </summary>
+    /// <param name="file">The checkpoint.</param>
+    /// <param name="claimed">Receives the original keys used.</param>
+    /// <param name="prefix">The VAE's key prefix: <see cref="Prefix"/> in a whole checkpoint, empty in a standalone
+    /// original-layout VAE file (such as the fine-tuned <c>vae-ft-mse</c> downloads, whose keys start at <c>encoder.</c>).</param>
     /// <returns>The VAE's weights by reference name, e.g. <c>encoder.mid_block.attentions.0.to_q.weight</c>.</returns>
     /// <exception cref="InvalidDataException">Two tensors map to one name, or an attention weight has an impossible shape.</exception>
-    public static Dictionary<string, TensorRef> Map(SafetensorsFile file, ISet<string> claimed)
+    public static Dictionary<string, TensorRef> Map(SafetensorsFile file, ISet<string> claimed, string prefix = Prefix)
     {
         var map = new KeyMapBuilder(file, claimed);
-        var keys = file.Entries.Keys.Where(k => k.StartsWith(Prefix, StringComparison.Ordinal)).ToList();
-        int upLevels = keys.Select(k => LevelResnet().Match(k[Prefix.Length..]))
+        var keys = file.Entries.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList();
+        int upLevels = keys.Select(k => LevelResnet().Match(k[prefix.Length..]))
             .Where(m => m.Success && m.Groups[1].Value == "decoder.up").Select(m => int.Parse(m.Groups[2].Value))
             .DefaultIfEmpty(-1).Max() + 1;
 
         foreach (var key in keys)
         {
-            string name = key[Prefix.Length..];
+            string name = key[prefix.Length..];
             Match m;
             if (Conv().IsMatch(name) || QuantConv().IsMatch(name)) map.Add(name, key);
             else if ((m = NormOut().Match(name)).Success) map.Add($"{m.Groups[1].Value}.conv_norm_out.{m.Groups[2].Value}", key);
