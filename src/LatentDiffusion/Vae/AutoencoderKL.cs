@@ -218,7 +218,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     }
 
     private Tensor TiledEncode(Tensor x, int tileSample, int tileLatent, double overlapFactor)
-        => Tiled(x, tileSample, tileLatent, overlapFactor, tile =>
+        => VaeTiling.Apply(x, tileSample, tileLatent, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
             var h = encoder.forward(tile);
@@ -227,79 +227,12 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         });
 
     private Tensor TiledDecode(Tensor z, int tileLatent, int tileSample, double overlapFactor)
-        => Tiled(z, tileLatent, tileSample, overlapFactor, tile =>
+        => VaeTiling.Apply(z, tileLatent, tileSample, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
             var h = post_quant_conv is null ? tile : post_quant_conv.forward(tile);
             return decoder.forward(h).MoveToOuterDisposeScope();
         });
-
-    /// <summary>
-    /// The reference's tiling scheme, shared by encoding and decoding: input tiles of <paramref name="tileIn"/> every
-    /// (1 − overlap)·tileIn, each mapped to an output tile of nominal side <paramref name="tileOut"/>; tiles are blended into
-    /// their already-blended upper and left neighbours in place (so the order matters, as in the reference), then cropped to
-    /// tileOut − overlap·tileOut and concatenated.
-    /// </summary>
-    private static Tensor Tiled(Tensor input, int tileIn, int tileOut, double overlapFactor, Func<Tensor, Tensor> map)
-    {
-        if (tileIn <= 0 || tileOut <= 0)
-            throw new ArgumentException($"Tile sizes must be positive (input tile {tileIn}, output tile {tileOut}).");
-        if (!(overlapFactor is >= 0 and < 1))
-            throw new ArgumentOutOfRangeException(nameof(overlapFactor), overlapFactor, "The overlap factor must be in [0, 1).");
-        // Truncation, as the reference's int(): the stride and blend widths are whole pixels.
-        int stride = (int)(tileIn * (1 - overlapFactor));
-        int blendExtent = (int)(tileOut * overlapFactor);
-        int rowLimit = tileOut - blendExtent;
-        if (stride <= 0)
-            throw new ArgumentException($"A tile of {tileIn} with overlap {overlapFactor} leaves no stride between tiles; use a larger tile or a smaller overlap.");
-
-        using var scope = NewDisposeScope();
-        long height = input.shape[2], width = input.shape[3];
-        var rows = new List<List<Tensor>>();
-        for (long i = 0; i < height; i += stride)
-        {
-            var row = new List<Tensor>();
-            for (long j = 0; j < width; j += stride)
-            {
-                using var tile = input.narrow(2, i, Math.Min(tileIn, height - i)).narrow(3, j, Math.Min(tileIn, width - j));
-                row.Add(map(tile));
-            }
-            rows.Add(row);
-        }
-
-        var resultRows = new List<Tensor>();
-        for (int i = 0; i < rows.Count; i++)
-        {
-            var resultRow = new List<Tensor>();
-            for (int j = 0; j < rows[i].Count; j++)
-            {
-                var tile = rows[i][j];
-                if (i > 0) Blend(rows[i - 1][j], tile, blendExtent, dim: 2);
-                if (j > 0) Blend(rows[i][j - 1], tile, blendExtent, dim: 3);
-                resultRow.Add(tile.narrow(2, 0, Math.Min(rowLimit, tile.shape[2])).narrow(3, 0, Math.Min(rowLimit, tile.shape[3])));
-            }
-            resultRows.Add(cat(resultRow.ToArray(), 3));
-        }
-        return cat(resultRows.ToArray(), 2).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// Overwrites the first <paramref name="extent"/> rows (dim 2) or columns (dim 3) of <paramref name="b"/> with a linear ramp
-    /// from the last ones of <paramref name="a"/> (weight 1 − k/extent) to <paramref name="b"/>'s own (weight k/extent).
-    /// </summary>
-    private static void Blend(Tensor a, Tensor b, int extent, int dim)
-    {
-        extent = (int)Math.Min(Math.Min(a.shape[dim], b.shape[dim]), extent);
-        if (extent <= 0) return;
-        using var scope = NewDisposeScope();
-        var ramp = Enumerable.Range(0, extent).Select(k => (double)k / extent).ToArray();
-        var shape = dim == 2 ? new long[] { 1, 1, extent, 1 } : new long[] { 1, 1, 1, extent };
-        var wB = tensor(ramp).to(b.dtype, b.device).view(shape);
-        var wA = tensor(ramp.Select(r => 1 - r).ToArray()).to(b.dtype, b.device).view(shape);
-        var head = b.narrow(dim, 0, extent);
-        var tail = a.narrow(dim, a.shape[dim] - extent, extent);
-        head.copy_(tail * wA + head * wB);
-    }
 
     private Tensor Prepare(Tensor x, int channels, string what, string parameter)
     {
