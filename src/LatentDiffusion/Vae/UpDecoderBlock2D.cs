@@ -1,0 +1,36 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Vae;
+
+/// <summary>One resolution level of the decoder: resnets (one more than the encoder's), then (except at the last level) an upsampler.</summary>
+internal sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
+{
+    private readonly ModuleList<ResnetBlock2D> resnets;
+    private readonly ModuleList<Upsample2D>? upsamplers;
+
+    /// <summary>Builds the block on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
+    public UpDecoderBlock2D(int inChannels, int outChannels, int numLayers, bool addUpsample, int groups, double eps, Device device, ScalarType dtype)
+        : base(nameof(UpDecoderBlock2D))
+    {
+        resnets = nn.ModuleList(Enumerable.Range(0, numLayers)
+            .Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, groups, eps, device, dtype)).ToArray());
+        register_module("resnets", resnets);
+        if (addUpsample)
+        {
+            upsamplers = nn.ModuleList(new Upsample2D(outChannels, device, dtype));
+            register_module("upsamplers", upsamplers);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var x = input;
+        foreach (var resnet in resnets) x = resnet.forward(x);
+        if (upsamplers is not null) foreach (var up in upsamplers) x = up.forward(x);
+        return x.MoveToOuterDisposeScope();
+    }
+}
