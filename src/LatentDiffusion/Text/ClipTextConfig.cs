@@ -1,0 +1,65 @@
+using LatentDiffusion.Loading;
+
+namespace LatentDiffusion.Text;
+
+/// <summary>The activation between a CLIP layer's two MLP projections.</summary>
+public enum ClipActivation
+{
+    /// <summary><c>x * sigmoid(1.702 x)</c>, OpenAI CLIP (SD 1.x).</summary>
+    QuickGelu,
+
+    /// <summary>The exact (erf) GELU, OpenCLIP (SD 2.x).</summary>
+    Gelu,
+}
+
+/// <summary>The shape of a CLIP text encoder, as <c>text_encoder/config.json</c> gives it (transformers' <c>CLIPTextConfig</c>).</summary>
+/// <param name="VocabSize">Number of token embeddings.</param>
+/// <param name="HiddenSize">Width of the hidden states.</param>
+/// <param name="IntermediateSize">Width of each layer's MLP.</param>
+/// <param name="NumAttentionHeads">Attention heads per layer.</param>
+/// <param name="NumHiddenLayers">Number of transformer layers.</param>
+/// <param name="MaxPositionEmbeddings">Number of positions (77).</param>
+/// <param name="LayerNormEps">Epsilon of every layer norm.</param>
+/// <param name="HiddenAct">The MLP activation.</param>
+public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int IntermediateSize, int NumAttentionHeads, int NumHiddenLayers,
+    int MaxPositionEmbeddings = 77, double LayerNormEps = 1e-5, ClipActivation HiddenAct = ClipActivation.QuickGelu)
+{
+    /// <summary>Width of one attention head.</summary>
+    public int HeadDim => HiddenSize / NumAttentionHeads;
+
+    /// <summary>
+    /// Reads the config. The sizes that fix the weights' shapes are required; <c>max_position_embeddings</c>,
+    /// <c>layer_norm_eps</c> and <c>hidden_act</c> default as in the reference.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A required key is missing, or a value is of the wrong type or out of range.</exception>
+    /// <exception cref="NotSupportedException"><c>hidden_act</c> is not <c>quick_gelu</c> or <c>gelu</c>, or <c>model_type</c> is not a CLIP text model.</exception>
+    public static ClipTextConfig FromJson(JsonConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.RequireOneOf("model_type", "clip_text_model");
+        config.RequireOneOf("hidden_act", "quick_gelu", "gelu");
+        var result = new ClipTextConfig(
+            VocabSize: Required(config, "vocab_size"),
+            HiddenSize: Required(config, "hidden_size"),
+            IntermediateSize: Required(config, "intermediate_size"),
+            NumAttentionHeads: Required(config, "num_attention_heads"),
+            NumHiddenLayers: Required(config, "num_hidden_layers"),
+            MaxPositionEmbeddings: Positive(config, "max_position_embeddings", config.Int("max_position_embeddings", 77)),
+            LayerNormEps: config.Double("layer_norm_eps", 1e-5),
+            HiddenAct: config.String("hidden_act", "quick_gelu") == "gelu" ? ClipActivation.Gelu : ClipActivation.QuickGelu);
+        if (result.HiddenSize % result.NumAttentionHeads != 0)
+            throw new InvalidDataException($"Config '{config.Source}': hidden_size {result.HiddenSize} is not divisible by num_attention_heads {result.NumAttentionHeads}.");
+        if (!(result.LayerNormEps > 0))
+            throw new InvalidDataException($"Config '{config.Source}': layer_norm_eps = {result.LayerNormEps} must be positive.");
+        return result;
+    }
+
+    private static int Required(JsonConfig config, string key)
+    {
+        if (!config.Has(key)) throw new InvalidDataException($"Config '{config.Source}': required key '{key}' is missing (a CLIP text encoder config needs it).");
+        return Positive(config, key, config.Int(key, 0));
+    }
+
+    private static int Positive(JsonConfig config, string key, int value)
+        => value > 0 ? value : throw new InvalidDataException($"Config '{config.Source}': '{key}' = {value}, expected a positive integer.");
+}

@@ -1,0 +1,146 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Text;
+
+/// <summary>
+/// The CLIP text transformer of Stable Diffusion (transformers' <c>CLIPTextModel</c>): token and position embeddings,
+/// pre-norm causal transformer layers, and a final layer norm. Parameter names are the reference's without the
+/// <c>text_model.</c> prefix (<c>embeddings.token_embedding.weight</c>, <c>encoder.layers.0.self_attn.q_proj.weight</c>,
+/// <c>final_layer_norm.weight</c>, ...).
+/// </summary>
+public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
+{
+    private const string ReferencePrefix = "text_model.";
+    private const string PositionIdsBuffer = "embeddings.position_ids";
+
+    private readonly ClipTextEmbeddings embeddings;
+    private readonly ClipEncoder encoder;
+    private readonly LayerNorm final_layer_norm;
+
+    /// <summary>The architecture.</summary>
+    public ClipTextConfig Config { get; }
+
+    /// <inheritdoc/>
+    public int HiddenSize => Config.HiddenSize;
+
+    /// <inheritdoc/>
+    public int MaxPositions => Config.MaxPositionEmbeddings;
+
+    /// <inheritdoc/>
+    public Device Device { get; }
+
+    /// <inheritdoc/>
+    public ScalarType DType { get; }
+
+    /// <summary>Builds the model with uninitialised weights directly on <paramref name="device"/> in <paramref name="dtype"/>; load weights before use.</summary>
+    public ClipTextModel(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipTextModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config;
+        Device = device;
+        DType = dtype;
+        embeddings = new ClipTextEmbeddings(config, device, dtype);
+        encoder = new ClipEncoder(config, device, dtype);
+        final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
+        register_module("embeddings", embeddings);
+        register_module("encoder", encoder);
+        register_module("final_layer_norm", final_layer_norm);
+    }
+
+    /// <summary>
+    /// Loads <c>config.json</c> and the weights of a diffusers <c>text_encoder</c> folder. Weights come from
+    /// <paramref name="weightsPath"/> when given (for example a <c>model.fp16.safetensors</c> variant), otherwise from
+    /// <c>model.safetensors</c> in the folder.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The config or the weights file is missing.</exception>
+    /// <exception cref="InvalidDataException">The config is invalid, or the weights do not match it (missing, unexpected or wrongly shaped tensors).</exception>
+    /// <exception cref="NotSupportedException">The config asks for something not implemented (for example another <c>hidden_act</c>).</exception>
+    public static ClipTextModel Load(string textEncoderDir, Device device, ScalarType dtype, string? weightsPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(textEncoderDir);
+        var config = JsonConfig.Load(Path.Combine(textEncoderDir, "config.json"));
+        weightsPath ??= Path.Combine(textEncoderDir, "model.safetensors");
+        if (!File.Exists(weightsPath))
+            throw new FileNotFoundException($"Text encoder weights not found: looked for '{weightsPath}' (text encoder folder '{textEncoderDir}'; only .safetensors weights are read).", weightsPath);
+        using var file = SafetensorsFile.Open(weightsPath);
+        var weights = file.Entries.Keys.ToDictionary(k => k, k => TensorRef.Direct(file, k), StringComparer.Ordinal);
+        return Load(weights, config, device, dtype, $"text encoder from '{textEncoderDir}'");
+    }
+
+    /// <summary>
+    /// Builds the model described by <paramref name="config"/> and loads it from tensors that are already located (for
+    /// example inside a single-file checkpoint). Names may carry the reference's <c>text_model.</c> prefix or not; the
+    /// <c>embeddings.position_ids</c> buffer, when present, is ignored (positions are always 0..n-1).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The config is invalid, or the tensors do not match it.</exception>
+    /// <exception cref="NotSupportedException">The config asks for something not implemented.</exception>
+    public static ClipTextModel Load(IReadOnlyDictionary<string, TensorRef> weights, JsonConfig config, Device device, ScalarType dtype, string? description = null)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(config);
+        var cfg = ClipTextConfig.FromJson(config);
+        string component = description ?? $"text encoder (config '{config.Source}')";
+        var named = StripReferencePrefix(weights, component);
+        var model = new ClipTextModel(cfg, device, dtype);
+        try
+        {
+            WeightLoader.Load(model, named, component, ignoredExtras: [PositionIdsBuffer]);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    private static Dictionary<string, TensorRef> StripReferencePrefix(IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        var named = new Dictionary<string, TensorRef>(StringComparer.Ordinal);
+        foreach (var (key, value) in weights)
+        {
+            string name = key.StartsWith(ReferencePrefix, StringComparison.Ordinal) ? key[ReferencePrefix.Length..] : key;
+            if (!named.TryAdd(name, value))
+                throw new InvalidDataException($"Cannot load {component}: tensor '{name}' is given twice, with and without the '{ReferencePrefix}' prefix ({named[name]} and {value}).");
+        }
+        return named;
+    }
+
+    /// <summary>The last hidden state of <paramref name="inputIds"/> (<see cref="Encode"/> with no clip skip).</summary>
+    public override Tensor forward(Tensor inputIds) => Encode(inputIds, 0);
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentException">The ids are not an integer <c>[batch, positions]</c> tensor with at most
+    /// <see cref="MaxPositions"/> positions and values inside the vocabulary, or <paramref name="clipSkip"/> is negative
+    /// or more than the number of layers.</exception>
+    public Tensor Encode(Tensor inputIds, int clipSkip = 0)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (clipSkip < 0 || clipSkip > Config.NumHiddenLayers)
+            throw new ArgumentOutOfRangeException(nameof(clipSkip), clipSkip, $"clip skip must be between 0 and the number of layers ({Config.NumHiddenLayers}).");
+        if (inputIds.dim() != 2)
+            throw new ArgumentException($"Token ids must be [batch, positions]; got [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
+        if (inputIds.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
+            throw new ArgumentException($"Token ids must be integers; got {inputIds.dtype}.", nameof(inputIds));
+        if (inputIds.shape[1] > Config.MaxPositionEmbeddings || inputIds.shape[1] == 0)
+            throw new ArgumentException($"Token ids have {inputIds.shape[1]} positions; the text encoder takes 1 to {Config.MaxPositionEmbeddings}.", nameof(inputIds));
+
+        using var scope = NewDisposeScope();
+        var ids = inputIds.to(ScalarType.Int64, Device);
+        if (ids.numel() > 0)
+        {
+            long min = ids.min().item<long>(), max = ids.max().item<long>();
+            if (min < 0 || max >= Config.VocabSize)
+                throw new ArgumentException($"Token ids must be in [0, {Config.VocabSize}); got values from {min} to {max}.", nameof(inputIds));
+        }
+        var h = embeddings.forward(ids);
+        int layers = Config.NumHiddenLayers - clipSkip;
+        if (layers > 0) h = encoder.Forward(h, layers);
+        return final_layer_norm.forward(h).MoveToOuterDisposeScope();
+    }
+}
