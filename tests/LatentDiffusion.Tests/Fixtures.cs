@@ -10,7 +10,9 @@ public static class Fixtures
 {
     private static readonly Lazy<string> RootLazy = new(FindRoot);
     private static readonly Lazy<SafetensorsFile> ReferenceLazy = new(() => SafetensorsFile.Open(Path.Combine(Root, "reference.safetensors")));
-    private static readonly Lazy<JsonDocument> CasesLazy = new(() => JsonDocument.Parse(File.ReadAllText(Path.Combine(Root, "reference.json"))));
+    // The reference writes Python's bare -Infinity/Infinity/NaN (lambda_min_clipped); quote them so the JSON parses.
+    private static readonly Lazy<JsonDocument> CasesLazy = new(() => JsonDocument.Parse(
+        System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(Path.Combine(Root, "reference.json")), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"")));
 
     /// <summary>The fixtures folder.</summary>
     public static string Root => RootLazy.Value;
