@@ -39,7 +39,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     public ResnetBlock2D(int inChannels, int outChannels, int? tembChannels, int groups, double eps, string actFn, double outputScaleFactor, Device device, ScalarType dtype)
         : base(nameof(ResnetBlock2D))
     {
-        _norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true, device: device, dtype: dtype);
+        _norm1 = GroupNormalization.Create(groups, inChannels, eps, device, dtype);
         register_module("norm1", _norm1);
         _conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv1", _conv1);
@@ -48,7 +48,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
             _timeEmbProj = nn.Linear(t, outChannels, hasBias: true, device: device, dtype: dtype);
             register_module("time_emb_proj", _timeEmbProj);
         }
-        _norm2 = nn.GroupNorm(groups, outChannels, eps, affine: true, device: device, dtype: dtype);
+        _norm2 = GroupNormalization.Create(groups, outChannels, eps, device, dtype);
         register_module("norm2", _norm2);
         _conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv2", _conv2);

@@ -44,7 +44,7 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         _useLinearProjection = useLinearProjection;
         _innerDim = heads * headDim;
-        _norm = nn.GroupNorm(normNumGroups, inChannels, 1e-6, affine: true, device: device, dtype: dtype);
+        _norm = GroupNormalization.Create(normNumGroups, inChannels, 1e-6, device, dtype);
         if (useLinearProjection)
         {
             _projIn = nn.Linear(inChannels, _innerDim, hasBias: true, device: device, dtype: dtype);

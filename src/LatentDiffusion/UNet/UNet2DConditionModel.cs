@@ -124,7 +124,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         }
         register_module("up_blocks", nn.ModuleList<nn.Module>(_upBlocks));
 
-        _convNormOut = nn.GroupNorm(config.NormNumGroups, channels[0], config.NormEps, affine: true, device: device, dtype: dtype);
+        _convNormOut = GroupNormalization.Create(config.NormNumGroups, channels[0], config.NormEps, device, dtype);
         register_module("conv_norm_out", _convNormOut);
         _convAct = Activation.InPlace(config.ActFn);
         _convOut = nn.Conv2d(channels[0], config.OutChannels, config.ConvOutKernel, stride: 1, padding: (config.ConvOutKernel - 1) / 2, device: device, dtype: dtype);

@@ -44,7 +44,10 @@ public sealed class UpBlock2D : UNetUpBlock
     {
         using var scope = NewDisposeScope();
         for (int i = 0; i < _resnets.Length; i++)
-            hidden = _resnets[i].forward(cat([hidden, skips[skips.Count - 1 - i]], 1), temb);
+        {
+            using var joined = cat([hidden, skips[skips.Count - 1 - i]], 1);
+            hidden = _resnets[i].forward(joined, temb);
+        }
         if (_upsampler is not null) hidden = _upsampler.forward(hidden, upsampleSize);
         return hidden.MoveToOuterDisposeScope();
     }
