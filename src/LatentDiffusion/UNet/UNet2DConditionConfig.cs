@@ -6,7 +6,7 @@ namespace LatentDiffusion.UNet;
 /// <summary>
 /// The architecture of a <see cref="UNet2DConditionModel"/>, as the reference's <c>unet/config.json</c> describes it.
 /// Per-block settings are held expanded to one value per down block (in down-block order), the way the reference
-/// expands a single value. Defaults are the reference's defaults (Stable Diffusion 1.x sizes).
+/// expands a single value. Defaults are the reference's defaults, except <see cref="SampleSize"/> (64, Stable Diffusion 1.x).
 /// </summary>
 public sealed record UNet2DConditionConfig
 {
@@ -68,7 +68,7 @@ public sealed record UNet2DConditionConfig
     public double NormEps { get; init; } = 1e-5;
 
     /// <summary>Per down block: width of the text context (<c>cross_attention_dim</c>).</summary>
-    public IReadOnlyList<int> CrossAttentionDim { get; init; } = [768, 768, 768, 768];
+    public IReadOnlyList<int> CrossAttentionDim { get; init; } = [1280, 1280, 1280, 1280];
 
     /// <summary>Per down block: transformer layers in each spatial transformer (<c>transformer_layers_per_block</c>).</summary>
     public IReadOnlyList<int> TransformerLayersPerBlock { get; init; } = [1, 1, 1, 1];
@@ -149,8 +149,8 @@ public sealed record UNet2DConditionConfig
         var down = c.StringArray("down_block_types") ?? [.. defaults.DownBlockTypes];
         int n = down.Length;
         var up = c.StringArray("up_block_types") ?? [.. defaults.UpBlockTypes];
-        down = down.Select((t, i) => CheckBlockType(c, "down_block_types", t, SupportedDownBlockTypes)).ToArray();
-        up = up.Select((t, i) => CheckBlockType(c, "up_block_types", t, SupportedUpBlockTypes)).ToArray();
+        down = down.Select(t => CheckBlockType(c, "down_block_types", t, SupportedDownBlockTypes)).ToArray();
+        up = up.Select(t => CheckBlockType(c, "up_block_types", t, SupportedUpBlockTypes)).ToArray();
 
         if (c.Root.TryGetProperty("transformer_layers_per_block", out var tl) && tl.ValueKind == JsonValueKind.Array
             && tl.EnumerateArray().Any(e => e.ValueKind == JsonValueKind.Array))
@@ -165,8 +165,8 @@ public sealed record UNet2DConditionConfig
             FlipSinToCos = c.Bool("flip_sin_to_cos", defaults.FlipSinToCos),
             FreqShift = c.Double("freq_shift", defaults.FreqShift),
             DownBlockTypes = down,
-            MidBlockType = c.Has("mid_block_type") ? c.String("mid_block_type", null)
-                : c.Root.TryGetProperty("mid_block_type", out _) ? null : defaults.MidBlockType,
+            // An explicit null means no middle block; an absent key means the default one.
+            MidBlockType = c.Root.TryGetProperty("mid_block_type", out _) ? c.String("mid_block_type", null) : defaults.MidBlockType,
             UpBlockTypes = up,
             OnlyCrossAttention = c.BoolArray("only_cross_attention", n) ?? Enumerable.Repeat(false, n).ToArray(),
             BlockOutChannels = c.IntArray("block_out_channels") ?? [.. defaults.BlockOutChannels],

@@ -56,6 +56,16 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     public IEnumerable<Attention> AttentionModules => modules().OfType<Attention>();
 
     /// <summary>
+    /// Sets <see cref="Attention.UpcastAttention"/> on every attention module. The config's <c>upcast_attention</c> sets it
+    /// initially; the reference's own scaled-dot-product path ignores that setting, so a half-precision model may run
+    /// faster with it off where the attention kernel already accumulates in float32.
+    /// </summary>
+    public void SetUpcastAttention(bool upcast)
+    {
+        foreach (var attention in AttentionModules) attention.UpcastAttention = upcast;
+    }
+
+    /// <summary>
     /// Builds the model with freshly initialised weights, allocated directly on <paramref name="device"/> in
     /// <paramref name="dtype"/>; use <see cref="Load(string, Device, ScalarType, string?)"/> for a trained one.
     /// </summary>

@@ -38,3 +38,14 @@ public abstract class UNetUpBlock : nn.Module<Tensor, IReadOnlyList<Tensor>, Ten
     /// <summary>How many skip connections the stage consumes (one per residual layer).</summary>
     public abstract int SkipCount { get; }
 }
+
+/// <summary>The channel bookkeeping shared by the decoder stages.</summary>
+internal static class UpBlockChannels
+{
+    /// <summary>
+    /// Input width of residual layer <paramref name="i"/>: the previous hidden state (from the stage before for the first
+    /// layer) plus its skip, which for the last layer comes from the encoder stage one level up.
+    /// </summary>
+    public static int ResnetInput(int i, int numLayers, int inChannels, int outChannels, int prevOutputChannels)
+        => (i == 0 ? prevOutputChannels : outChannels) + (i == numLayers - 1 ? inChannels : outChannels);
+}

@@ -52,14 +52,3 @@ public sealed class UpBlock2D : UNetUpBlock
         return hidden.MoveToOuterDisposeScope();
     }
 }
-
-/// <summary>The channel bookkeeping shared by the decoder stages.</summary>
-internal static class UpBlockChannels
-{
-    /// <summary>
-    /// Input width of residual layer <paramref name="i"/>: the previous hidden state (from the stage before for the first
-    /// layer) plus its skip, which for the last layer comes from the encoder stage one level up.
-    /// </summary>
-    public static int ResnetInput(int i, int numLayers, int inChannels, int outChannels, int prevOutputChannels)
-        => (i == 0 ? prevOutputChannels : outChannels) + (i == numLayers - 1 ? inChannels : outChannels);
-}

@@ -158,7 +158,7 @@ public sealed class UNet2DConditionModelTests
     {
         var config = PatchedConfig("tiny-sd15", key, JsonNode.Parse(value));
         var e = Assert.Throws<NotSupportedException>(() => UNet2DConditionConfig.FromJson(config));
-        Assert.That(e!.Message, Does.Contain(key.EndsWith("_types") ? key : key));
+        Assert.That(e!.Message, Does.Contain($"'{key}'"));
     }
 
     [Test]
@@ -184,6 +184,9 @@ public sealed class UNet2DConditionModelTests
         Assert.That(Model("tiny-sd2v").AttentionModules.Count(), Is.EqualTo(2 * (2 * 3 + 3 * 3 + 1)));
         Assert.That(Model("tiny-sd2v").AttentionModules.All(a => a.UpcastAttention), Is.True);
         Assert.That(Model("tiny-sd15").AttentionModules.Any(a => a.UpcastAttention), Is.False);
+        using var unet = new UNet2DConditionModel(UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd2v", "unet", "config.json")), CPU, ScalarType.Float32);
+        unet.SetUpcastAttention(false);
+        Assert.That(unet.AttentionModules.Any(a => a.UpcastAttention), Is.False);
     }
 
     [Test]
