@@ -53,6 +53,21 @@ public sealed class UNet2DConditionModelTests
         AssertTensor.RelativeClose(actual, expected, 1e-4, $"{model} noise prediction at t={t}");
     }
 
+    // float16 on CPU: the float32 inputs are converted to the model's dtype, and tiny-sd2v runs its attention upcast to float32.
+    [TestCase("tiny-sd15")]
+    [TestCase("tiny-sd2v")]
+    public void Float16RunsCloseToTheFloat32Reference(string model)
+    {
+        using var unet = UNet2DConditionModel.Load(Fixtures.PathOf(model, "unet"), CPU, ScalarType.Float16);
+        using var sample = Fixtures.Expected($"{Variant(model)}/unet/sample");
+        using var context = Context(model);
+        using var expected = Fixtures.Expected($"{Variant(model)}/unet/noise_pred_t500");
+        using var timestep = tensor(new long[] { 500, 500 });
+        using var actual = unet.Forward(sample, timestep, context);
+        Assert.That(actual.dtype, Is.EqualTo(ScalarType.Float16));
+        AssertTensor.RelativeClose(actual, expected, 1e-2, $"{model} float16 noise prediction");
+    }
+
     [TestCase("tiny-sd15")]
     [TestCase("tiny-sd2v")]
     public void ParameterNamesAreTheDiffusersStateDictNames(string model)
