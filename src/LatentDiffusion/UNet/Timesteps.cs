@@ -46,7 +46,7 @@ public sealed class Timesteps : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor timesteps)
     {
         using var scope = NewDisposeScope();
-        if (_frequencies.device != timesteps.device)
+        if (!Devices.Same(_frequencies.device, timesteps.device))
         {
             var moved = _frequencies.to(timesteps.device).DetachFromDisposeScope();
             _frequencies.Dispose();

@@ -237,9 +237,9 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             throw new ArgumentException($"timestep must be a scalar or a [{batch}] tensor, got [{string.Join(", ", timestep.shape)}].", nameof(timestep));
 
         using var scope = NewDisposeScope();
-        if (sample.dtype != DType || sample.device != Device) sample = sample.to(DType, Device);
-        if (encoderHiddenStates.dtype != DType || encoderHiddenStates.device != Device) encoderHiddenStates = encoderHiddenStates.to(DType, Device);
-        if (timestepCond is not null && (timestepCond.dtype != DType || timestepCond.device != Device)) timestepCond = timestepCond.to(DType, Device);
+        if (sample.dtype != DType || !Devices.Same(sample.device, Device)) sample = sample.to(DType, Device);
+        if (encoderHiddenStates.dtype != DType || !Devices.Same(encoderHiddenStates.device, Device)) encoderHiddenStates = encoderHiddenStates.to(DType, Device);
+        if (timestepCond is not null && (timestepCond.dtype != DType || !Devices.Same(timestepCond.device, Device))) timestepCond = timestepCond.to(DType, Device);
 
         // When a side is not a multiple of the total down-sampling factor, each up-sampler must reach the size of the
         // skip connection it meets instead of simply doubling.
@@ -249,7 +249,9 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         if (Config.CenterInputSample) sample = sample * 2.0 - 1.0;
 
         // The sinusoidal features are computed in float32 whatever the model's dtype, then cast, as the reference does.
-        var timesteps = (timestep.dim() == 0 ? timestep.reshape(1) : timestep).to(Device).expand(batch);
+        var timesteps = timestep.dim() == 0 ? timestep.reshape(1) : timestep;
+        if (!Devices.Same(timesteps.device, Device)) timesteps = timesteps.to(Device);
+        timesteps = timesteps.expand(batch);
         var emb = _timeEmbedding.forward(_timeProj.forward(timesteps).to(DType), timestepCond);
         if (_timeEmbedAct is not null) emb = _timeEmbedAct(emb);
 
