@@ -1,0 +1,33 @@
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.UNet;
+
+/// <summary>The activations the reference's configs name (<c>act_fn</c> and friends), by their config names.</summary>
+internal static class Activation
+{
+    /// <summary>Names accepted in configs.</summary>
+    public static readonly IReadOnlyList<string> Supported = ["silu", "swish", "mish", "gelu", "relu"];
+
+    /// <summary>
+    /// The activation called <paramref name="name"/>. The returned function may work in place: pass only a tensor that
+    /// nothing else reads afterwards (every caller here passes a freshly computed intermediate).
+    /// </summary>
+    public static Func<Tensor, Tensor> InPlace(string name) => name switch
+    {
+        "silu" or "swish" => x => nn.functional.silu(x, inplace: true),
+        "mish" => x => nn.functional.mish(x, inplace: true),
+        "gelu" => x => nn.functional.gelu(x, inplace: true),
+        "relu" => x => nn.functional.relu(x, inplace: true),
+        _ => throw new NotSupportedException($"Activation '{name}' is not supported (supported: {string.Join(", ", Supported)})."),
+    };
+
+    /// <summary>The activation called <paramref name="name"/>, leaving its input untouched.</summary>
+    public static Func<Tensor, Tensor> OutOfPlace(string name) => name switch
+    {
+        "silu" or "swish" => x => nn.functional.silu(x),
+        "mish" => x => nn.functional.mish(x),
+        "gelu" => x => nn.functional.gelu(x),
+        "relu" => x => nn.functional.relu(x),
+        _ => throw new NotSupportedException($"Activation '{name}' is not supported (supported: {string.Join(", ", Supported)})."),
+    };
+}
