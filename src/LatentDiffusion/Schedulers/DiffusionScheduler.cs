@@ -1,0 +1,109 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Base of every scheduler: the effective config, the noise schedule (ᾱ) and forward diffusion. Immutable and
+/// thread-safe; <see cref="Start"/> hands out independent runs.
+/// </summary>
+public abstract class DiffusionScheduler : IScheduler
+{
+    /// <summary>The keys every DDPM-style scheduler shares, with the reference's defaults.</summary>
+    internal static readonly (string Key, object? Default)[] BetaKeys =
+    [
+        ("num_train_timesteps", 1000), ("beta_start", 0.0001), ("beta_end", 0.02), ("beta_schedule", "linear"), ("trained_betas", null),
+    ];
+
+    internal DiffusionScheduler(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? config, IReadOnlyDictionary<string, string>? overrides, bool zeroSnrPatchesLast, Action<System.Text.Json.Nodes.JsonObject>? adjust = null)
+    {
+        ClassName = className;
+        Config = SchedulerConfig.Build(className, defaults, config, overrides, adjust);
+        NumTrainTimesteps = Config.Int("num_train_timesteps", 1000);
+        if (NumTrainTimesteps < 2) throw new InvalidDataException($"Config '{Config.Source}': 'num_train_timesteps' = {NumTrainTimesteps}, expected at least 2.");
+        Config.RequireOneOf("prediction_type", SupportedPredictionTypes);
+        PredictionType = Config.String("prediction_type", "epsilon")!;
+        AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(Config, NumTrainTimesteps, zeroSnrPatchesLast);
+    }
+
+    /// <inheritdoc/>
+    public string ClassName { get; }
+
+    /// <inheritdoc/>
+    public JsonConfig Config { get; }
+
+    /// <inheritdoc/>
+    public int NumTrainTimesteps { get; }
+
+    /// <summary>What the denoiser predicts: <c>epsilon</c>, <c>v_prediction</c> or <c>sample</c>.</summary>
+    public string PredictionType { get; }
+
+    /// <summary>The prediction types this class implements.</summary>
+    internal virtual string[] SupportedPredictionTypes => ["epsilon", "v_prediction", "sample"];
+
+    /// <summary>ᾱ_t (alphas_cumprod), float32 as in the reference.</summary>
+    internal float[] AlphasCumprod { get; }
+
+    /// <inheritdoc/>
+    public ISchedulerRun Start(int inferenceSteps, torch.Generator? generator = null)
+    {
+        if (inferenceSteps < 1 || inferenceSteps > NumTrainTimesteps)
+            throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"{ClassName}: inference steps must be between 1 and num_train_timesteps = {NumTrainTimesteps}.");
+        return CreateRun(inferenceSteps, generator);
+    }
+
+    /// <summary>Builds the run's schedule (the reference's <c>set_timesteps</c>).</summary>
+    internal abstract ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator);
+
+    /// <inheritdoc/>
+    public Tensor GetVelocity(Tensor sample, Tensor noise, Tensor timesteps)
+        => ForwardDiffusion.GetVelocity(AlphasCumprod, sample, noise, timesteps);
+
+    /// <summary>Forward diffusion at integer training timesteps (one per batch item): sqrt(ᾱ_t)·x₀ + sqrt(1−ᾱ_t)·noise.</summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, Tensor timesteps)
+        => ForwardDiffusion.AddNoise(AlphasCumprod, original, noise, timesteps);
+
+    /// <summary>A clear refusal of a prediction type this class does not implement.</summary>
+    internal NotSupportedException UnsupportedPrediction()
+        => new($"{ClassName}: prediction_type '{PredictionType}' is not supported (supported: {string.Join(", ", SupportedPredictionTypes)}).");
+}
+
+/// <summary>The variance-preserving forward process q(x_t | x_0) on ᾱ, shared by all schedulers.</summary>
+public static class ForwardDiffusion
+{
+    /// <summary>sqrt(ᾱ_t)·original + sqrt(1−ᾱ_t)·noise, t an integer training timestep per batch item (a 0-dim tensor applies to all).</summary>
+    public static Tensor AddNoise(IReadOnlyList<float> alphasCumprod, Tensor original, Tensor noise, Tensor timesteps)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (a, b) = Coefficients(alphasCumprod, original, timesteps);
+        return (a * original + b * noise).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The v-prediction target sqrt(ᾱ_t)·noise − sqrt(1−ᾱ_t)·sample (Salimans &amp; Ho 2022).</summary>
+    public static Tensor GetVelocity(IReadOnlyList<float> alphasCumprod, Tensor sample, Tensor noise, Tensor timesteps)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (a, b) = Coefficients(alphasCumprod, sample, timesteps);
+        return (a * noise - b * sample).MoveToOuterDisposeScope();
+    }
+
+    private static (Tensor, Tensor) Coefficients(IReadOnlyList<float> alphasCumprod, Tensor like, Tensor timesteps)
+    {
+        var ts = timesteps.to(ScalarType.Int64, CPU).flatten().data<long>().ToArray();
+        var sqrtA = new float[ts.Length];
+        var sqrtB = new float[ts.Length];
+        for (int i = 0; i < ts.Length; i++)
+        {
+            if (ts[i] < 0 || ts[i] >= alphasCumprod.Count)
+                throw new ArgumentOutOfRangeException(nameof(timesteps), ts[i], $"Timesteps must be in [0, {alphasCumprod.Count - 1}].");
+            float ac = alphasCumprod[(int)ts[i]];
+            sqrtA[i] = MathF.Sqrt(ac);
+            sqrtB[i] = MathF.Sqrt(1f - ac);
+        }
+        var a = NoiseSchedule.Broadcast(torch.tensor(sqrtA).to(like.dtype, like.device), like);
+        var b = NoiseSchedule.Broadcast(torch.tensor(sqrtB).to(like.dtype, like.device), like);
+        return (a, b);
+    }
+}

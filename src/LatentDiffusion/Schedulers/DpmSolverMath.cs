@@ -1,0 +1,131 @@
+using LatentDiffusion.Loading;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// The exponential-integrator view shared by DPM-Solver(++), UniPC and DEIS (Lu et al. 2022): x_t = α_t·x₀ + σ_t·ε
+/// with α_t = 1/sqrt(σ²+1), σ_t = σ·α_t and the half-log-SNR λ = log α_t − log σ_t; integer timesteps, float32
+/// coefficients as the reference's 0-dim tensors.
+/// </summary>
+internal static class DpmSolverMath
+{
+    /// <summary>α_t, σ_t and λ_t of a k-diffusion sigma (σ = 0 gives λ = +∞, which the solvers' final first-order step tolerates).</summary>
+    public static (float Alpha, float Sigma, float Lambda) At(float sigma)
+    {
+        float alpha = 1f / MathF.Sqrt(sigma * sigma + 1f);
+        float sigmaT = sigma * alpha;
+        return (alpha, sigmaT, MathF.Log(alpha) - MathF.Log(sigmaT));
+    }
+
+    /// <summary>
+    /// Descending integer timesteps: n+1 evenly spaced points with the last (0) dropped, for "linspace" and "leading";
+    /// a stride of T/n from <paramref name="last"/> for "trailing". <paramref name="last"/> is T less any λ clipping.
+    /// </summary>
+    public static double[] Timesteps(string spacing, int trainSteps, int last, int n, int stepsOffset)
+    {
+        switch (spacing)
+        {
+            case "linspace":
+                return NoiseSchedule.Linspace(0, last - 1, n + 1).Select(v => Math.Round(v)).Reverse().Take(n).ToArray();
+            case "leading":
+            {
+                int ratio = last / (n + 1);
+                return Enumerable.Range(0, n + 1).Reverse().Take(n).Select(i => (double)(i * ratio + stepsOffset)).ToArray();
+            }
+            case "trailing":
+                return NoiseSchedule.ArangeDown(last, 0, -(trainSteps / (double)n)).Select(v => Math.Round(v) - 1).ToArray();
+            default:
+                throw new NotSupportedException($"timestep_spacing '{spacing}' is not supported (supported: {string.Join(", ", NoiseSchedule.Spacings)}).");
+        }
+    }
+
+    /// <summary>How many training timesteps at the noisy end <c>lambda_min_clipped</c> cuts off (the reference's searchsorted on flipped λ).</summary>
+    public static int ClippedCount(float[] alphasCumprod, double lambdaMinClipped)
+    {
+        if (double.IsNegativeInfinity(lambdaMinClipped)) return 0;
+        int count = 0;
+        for (int i = alphasCumprod.Length - 1; i >= 0; i--)
+        {
+            float lambda = MathF.Log(MathF.Sqrt(alphasCumprod[i])) - MathF.Log(MathF.Sqrt(1f - alphasCumprod[i]));
+            if (lambda < lambdaMinClipped) count++;
+            else break;
+        }
+        return count;
+    }
+
+    /// <summary>
+    /// Sigmas for integer <paramref name="timesteps"/>: interpolated from the model's own, or Karras / exponential
+    /// sigmas (then the timesteps are recomputed from them, rounded for Karras when <paramref name="roundKarras"/>).
+    /// Returns the timesteps truncated to integers as the reference's int64 cast does, and the sigmas without the final one.
+    /// </summary>
+    public static (double[] Timesteps, double[] Sigmas) Sigmas(JsonConfig config, float[] alphasCumprod, double[] timesteps, bool roundKarras, bool configSigmaRange)
+    {
+        SigmaSchedule.RequireOneSpacing(config);
+        int n = timesteps.Length;
+        var full = NoiseSchedule.Sigmas(alphasCumprod);
+        var logSigmas = NoiseSchedule.LogSigmas(full);
+        double sigmaMin = full[0], sigmaMax = full[^1];
+        if (configSigmaRange)
+        {
+            sigmaMin = config.Double("sigma_min", sigmaMin);
+            sigmaMax = config.Double("sigma_max", sigmaMax);
+        }
+        double[] sig, t = timesteps;
+        if (config.Bool("use_karras_sigmas", false))
+        {
+            sig = NoiseSchedule.Karras(sigmaMin, sigmaMax, n);
+            t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).Select(x => roundKarras ? Math.Round(x) : x).ToArray();
+        }
+        else if (config.Bool("use_exponential_sigmas", false))
+        {
+            sig = SigmaSchedule.Exponential(sigmaMin, sigmaMax, n);
+            t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
+        }
+        else
+            sig = timesteps.Select(x => NoiseSchedule.Interp(x, full)).ToArray();
+        return ([.. t.Select(v => Math.Truncate(v))], sig);
+    }
+
+    /// <summary>σ at training step 0, the smallest the model knows (final_sigmas_type "sigma_min").</summary>
+    public static float SigmaMin(float[] alphasCumprod) => MathF.Sqrt((1f - alphasCumprod[0]) / alphasCumprod[0]);
+
+    /// <summary>The data prediction x̂₀ = (x − σ_t·ε)/α_t (or from v, or the sample itself), optionally thresholded.</summary>
+    public static Tensor DataPrediction(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
+    {
+        var (alpha, sigmaT, _) = At(sigma);
+        var x0 = predictionType switch
+        {
+            "epsilon" => (sample - sigmaT * modelOutput) / alpha,
+            "sample" => modelOutput.alias(),
+            "v_prediction" => alpha * sample - sigmaT * modelOutput,
+            _ => throw new NotSupportedException($"{className}: prediction_type '{predictionType}' is not supported."),
+        };
+        return config.Bool("thresholding", false)
+            ? NoiseSchedule.Threshold(x0, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0))
+            : x0;
+    }
+
+    /// <summary>The noise prediction ε̂ (the "dpmsolver"/UniPC predict_x0=false form), optionally via a thresholded x̂₀.</summary>
+    public static Tensor NoisePrediction(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
+    {
+        var (alpha, sigmaT, _) = At(sigma);
+        var eps = predictionType switch
+        {
+            "epsilon" => modelOutput.alias(),
+            "sample" => (sample - alpha * modelOutput) / sigmaT,
+            "v_prediction" => alpha * modelOutput + sigmaT * sample,
+            _ => throw new NotSupportedException($"{className}: prediction_type '{predictionType}' is not supported."),
+        };
+        if (!config.Bool("thresholding", false)) return eps;
+        var x0 = NoiseSchedule.Threshold((sample - sigmaT * eps) / alpha, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0));
+        return (sample - alpha * x0) / sigmaT;
+    }
+
+    /// <summary>alpha_t·x + sigma_t·noise at a sigma (the reference's add_noise for these schedulers).</summary>
+    public static Tensor AddNoise(Tensor original, Tensor noise, float sigma)
+    {
+        var (alpha, sigmaT, _) = At(sigma);
+        return alpha * original + sigmaT * noise;
+    }
+}

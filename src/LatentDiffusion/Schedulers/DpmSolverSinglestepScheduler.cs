@@ -1,0 +1,194 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// DPM-Solver++ singlestep (Lu et al. 2022): each k-th order step spends k model evaluations at intermediate
+/// timesteps of the schedule. The reference's <c>DPMSolverSinglestepScheduler</c>, A1111's "DPM++ 2S" at order 2.
+/// </summary>
+public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
+{
+    internal static readonly (string Key, object? Default)[] Defaults =
+    [
+        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
+        ("sample_max_value", 1.0), ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("final_sigmas_type", "zero"),
+        ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null), ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
+    ];
+
+    /// <summary>Builds DPM-Solver++ singlestep from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
+    public DpmSolverSinglestepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
+        : base("DPMSolverSinglestepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: DpmSolverMultistepScheduler.RemapForeignSolver)
+    {
+        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
+        Config.RequireOneOf("solver_type", "midpoint", "heun");
+        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        Config.RequireOneOf("variance_type", "null");
+        Config.RequireOneOf("use_flow_sigmas", "false");
+        Config.RequireOneOf("use_dynamic_shifting", "false");
+        SolverOrder = Config.Int("solver_order", 2);
+        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
+        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
+        Heun = Config.String("solver_type", null) == "heun";
+        SigmaSchedule.RequireOneSpacing(Config);
+    }
+
+    internal int SolverOrder { get; }
+
+    internal bool Sde { get; }
+
+    internal bool Heun { get; }
+
+    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    {
+        int last = NumTrainTimesteps - DpmSolverMath.ClippedCount(AlphasCumprod, Config.Double("lambda_min_clipped", double.NegativeInfinity));
+        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, last, inferenceSteps, 0);
+        var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
+        bool zeroFinal = Config.String("final_sigmas_type", "zero") == "zero";
+        float final = zeroFinal ? 0f : DpmSolverMath.SigmaMin(AlphasCumprod);
+        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final], OrderList(inferenceSteps, zeroFinal), generator);
+    }
+
+    /// <summary>The solver order of every step: cycles 1, 2, (3) so each k-th order step has its k evaluations, lower at the end.</summary>
+    internal int[] OrderList(int steps, bool zeroFinal)
+    {
+        int order = SolverOrder;
+        // As the reference, a final step that cannot take the full order forces lower_order_final.
+        bool lowerOrderFinal = Config.Bool("lower_order_final", true) || steps % order != 0 || zeroFinal;
+        var orders = new List<int>();
+        int[] cycle = [.. Enumerable.Range(1, order)];
+        if (lowerOrderFinal)
+        {
+            if (order == 3)
+            {
+                if (steps % 3 == 0) { for (int k = 0; k < steps / 3 - 1; k++) orders.AddRange(cycle); orders.AddRange([1, 2, 1]); }
+                else { for (int k = 0; k < steps / 3; k++) orders.AddRange(cycle); orders.AddRange(steps % 3 == 1 ? [1] : [1, 2]); }
+            }
+            else if (order == 2)
+            {
+                if (steps % 2 == 0) { for (int k = 0; k < steps / 2 - 1; k++) orders.AddRange(cycle); orders.AddRange([1, 1]); }
+                else { for (int k = 0; k < steps / 2; k++) orders.AddRange(cycle); orders.Add(1); }
+            }
+            else orders.AddRange(Enumerable.Repeat(1, steps));
+        }
+        else
+            for (int k = 0; k < steps / order; k++) orders.AddRange(cycle);
+        if (zeroFinal && orders.Count > 0) orders[^1] = 1;
+        return [.. orders];
+    }
+
+    private sealed class Run(DpmSolverSinglestepScheduler s, double[] timesteps, float[] sigmas, int[] orders, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    {
+        private readonly int[] _orders = orders;
+        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
+        private Tensor? _sample;
+
+        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
+
+        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
+            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
+
+        protected override int IndexForTimestep(double timestep)
+        {
+            int matches = 0, first = -1;
+            for (int i = 0; i < Timesteps.Count; i++)
+                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
+            return first >= 0 ? first : Timesteps.Count - 1;
+        }
+
+        public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
+        {
+            int i = CurrentIndex(timestep);
+            EnsureNotFinished(i);
+            using var scope = torch.NewDisposeScope();
+            var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+            var oldest = _modelOutputs[0];
+            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
+            _modelOutputs[^1] = Keep(x0);
+            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            Tensor? noise = s.Sde ? Noise(modelOutput) : null;
+            int order = i < _orders.Length ? _orders[i] : 1;
+            while (_modelOutputs[^order] is null) order--;
+            if (order == 1)
+            {
+                var kept = Keep(sample);
+                Release(_sample);
+                _sample = kept;
+            }
+            var x = _sample!;
+            var prev = order switch
+            {
+                1 => FirstOrder(i, x, noise),
+                2 => SecondOrder(i, x, noise),
+                _ => ThirdOrder(i, x, noise),
+            };
+            StepIndex = i + 1;
+            return prev.MoveToOuterDisposeScope();
+        }
+
+        private Tensor FirstOrder(int i, Tensor x, Tensor? noise)
+        {
+            var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
+            var (_, sigmaS, lambdaS) = DpmSolverMath.At(Sig[i]);
+            float h = lambdaT - lambdaS;
+            var m0 = _modelOutputs[^1]!;
+            if (!s.Sde) return sigmaT / sigmaS * x - alphaT * (MathF.Exp(-h) - 1f) * m0;
+            return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * (1f - MathF.Exp(-2f * h)) * m0 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+        }
+
+        private Tensor SecondOrder(int i, Tensor x, Tensor? noise)
+        {
+            var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
+            var (_, _, lambdaS0) = DpmSolverMath.At(Sig[i]);
+            var (_, sigmaS1, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
+            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!;
+            float h = lambdaT - lambdaS1, h0 = lambdaS0 - lambdaS1, r0 = h0 / h;
+            var d0 = m1;
+            var d1 = 1f / r0 * (m0 - m1);
+            if (!s.Sde)
+            {
+                float em1 = MathF.Exp(-h) - 1f;
+                return s.Heun
+                    ? sigmaT / sigmaS1 * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1
+                    : sigmaT / sigmaS1 * x - alphaT * em1 * d0 - 0.5f * (alphaT * em1) * d1;
+            }
+            float e2 = 1f - MathF.Exp(-2f * h);
+            var acc = sigmaT / sigmaS1 * MathF.Exp(-h) * x + alphaT * e2 * d0;
+            acc = s.Heun ? acc + alphaT * (e2 / (-2f * h) + 1f) * d1 : acc + 0.5f * (alphaT * e2) * d1;
+            return acc + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+        }
+
+        private Tensor ThirdOrder(int i, Tensor x, Tensor? noise)
+        {
+            var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
+            var (_, _, lambdaS0) = DpmSolverMath.At(Sig[i]);
+            var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
+            var (_, sigmaS2, lambdaS2) = DpmSolverMath.At(Sig[i - 2]);
+            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!, m2 = _modelOutputs[^3]!;
+            float h = lambdaT - lambdaS2, h0 = lambdaS0 - lambdaS2, h1 = lambdaS1 - lambdaS2;
+            float r0 = h0 / h, r1 = h1 / h;
+            var d0 = m2;
+            var d10 = 1f / r1 * (m1 - m2);
+            var d11 = 1f / r0 * (m0 - m2);
+            var d1 = (r0 * d10 - r1 * d11) / (r0 - r1);
+            var d2 = 2f * (d11 - d10) / (r0 - r1);
+            if (!s.Sde)
+            {
+                float em1 = MathF.Exp(-h) - 1f;
+                var acc = sigmaT / sigmaS2 * x - alphaT * em1 * d0;
+                return s.Heun
+                    ? acc + alphaT * (em1 / h + 1f) * d1 - alphaT * ((MathF.Exp(-h) - 1f + h) / (h * h) - 0.5f) * d2
+                    : acc + alphaT * (em1 / h + 1f) * d11;
+            }
+            float e2 = 1f - MathF.Exp(-2f * h);
+            var sde = sigmaT / sigmaS2 * MathF.Exp(-h) * x + alphaT * e2 * d0;
+            sde = s.Heun
+                ? sde + alphaT * (e2 / (-2f * h) + 1f) * d1 + alphaT * ((1f - MathF.Exp(-2f * h) + -2f * h) / ((-2f * h) * (-2f * h)) - 0.5f) * d2
+                : sde + alphaT * (e2 / (-2f * h) + 1f) * d11;
+            return sde + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+        }
+    }
+}

@@ -1,0 +1,63 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Euler's method on the probability-flow ODE in sigma (Karras et al. 2022, Algorithm 2 without churn): the
+/// reference's <c>EulerDiscreteScheduler</c>, A1111's "Euler" (and "Euler Karras" with <c>use_karras_sigmas</c>).
+/// </summary>
+public sealed class EulerDiscreteScheduler : DiffusionScheduler
+{
+    internal static readonly (string Key, object? Default)[] Defaults =
+    [
+        .. BetaKeys, ("prediction_type", "epsilon"), ("interpolation_type", "linear"), .. SigmaSchedule.SigmaKeys,
+        ("sigma_min", null), ("sigma_max", null), ("timestep_spacing", "linspace"), ("timestep_type", "discrete"),
+        ("steps_offset", 0), ("rescale_betas_zero_snr", false), ("final_sigmas_type", "zero"),
+    ];
+
+    /// <summary>Builds Euler from a scheduler config (missing keys take Euler's defaults) and optional overrides.</summary>
+    public EulerDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
+        : base("EulerDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true)
+    {
+        Config.RequireOneOf("interpolation_type", "linear");
+        Config.RequireOneOf("timestep_type", "discrete");
+        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        SigmaSchedule.RequireOneSpacing(Config);
+    }
+
+    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    {
+        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, Config.String("final_sigmas_type", "zero")!, configSigmaRange: true);
+        return new Run(this, timesteps, sigmas, generator);
+    }
+
+    private sealed class Run(EulerDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    {
+        public override double InitNoiseSigma { get; } = SigmaSchedule.InitNoiseSigma(s.Config, sigmas);
+
+        public override Tensor ScaleModelInput(Tensor sample, double timestep)
+            => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
+
+        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
+            => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
+
+        public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
+        {
+            int i = CurrentIndex(timestep);
+            EnsureNotFinished(i);
+            using var scope = torch.NewDisposeScope();
+            var x = sample.to(ScalarType.Float32);
+            float sigma = Sig[i];
+            var x0 = SigmaSchedule.PredictOriginal(s.PredictionType, modelOutput, x, sigma, s.ClassName);
+            var derivative = (x - x0) / sigma;
+            float dt = Sig[i + 1] - sigma;
+            var prev = (x + derivative * dt).to(modelOutput.dtype);
+            StepIndex = i + 1;
+            return prev.MoveToOuterDisposeScope();
+        }
+    }
+}

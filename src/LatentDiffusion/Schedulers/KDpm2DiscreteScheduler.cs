@@ -1,0 +1,125 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// DPM-Solver-2 in sigma (k-diffusion's <c>sample_dpm_2</c>): an Euler half-step to the log-midpoint sigma, a model
+/// evaluation there, then the full step with that slope. The reference's <c>KDPM2DiscreteScheduler</c>, A1111's "DPM2".
+/// Two evaluations per step, so timesteps come in pairs (order 2), the second at the midpoint's fractional timestep.
+/// </summary>
+public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
+{
+    internal static readonly (string Key, object? Default)[] Defaults =
+    [
+        .. BetaKeys, .. SigmaSchedule.SigmaKeys, ("prediction_type", "epsilon"), ("timestep_spacing", "linspace"), ("steps_offset", 0),
+    ];
+
+    /// <summary>Builds KDPM2 from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
+    public KDpm2DiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
+        : base("KDPM2DiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+    {
+        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        SigmaSchedule.RequireOneSpacing(Config);
+    }
+
+    internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
+
+    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    {
+        var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Config, AlphasCumprod, inferenceSteps);
+        // Midpoints in log sigma between each sigma and the previous one.
+        float[] interpol;
+        using (var scope = torch.NewDisposeScope())
+        {
+            var s = torch.tensor(sig);
+            interpol = s.log().lerp(s.roll(1).log(), 0.5).exp().data<float>().ToArray();
+        }
+        var tInterpol = interpol.Select(x => KDpm2Math.SigmaToTFloat32(x, logSigmas)).ToArray();
+        var timesteps = new List<double> { t[0] };
+        for (int k = 1; k < t.Length; k++) { timesteps.Add(KDpm2Math.AsScheduleDtype(tInterpol[k], Config)); timesteps.Add(t[k]); }
+        return new Run(this, [.. timesteps], KDpm2Math.Interleave(sig), KDpm2Math.Interleave(interpol));
+    }
+
+    private sealed class Run(KDpm2DiscreteScheduler s, double[] timesteps, float[] sigmas, float[] interpol) : SchedulerRun(timesteps, sigmas, null)
+    {
+        private readonly float[] _interpol = interpol;
+        private Tensor? _sample;
+
+        public override int Order => 2;
+
+        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
+
+        public override Tensor ScaleModelInput(Tensor sample, double timestep)
+        {
+            int i = CurrentIndex(timestep);
+            return SigmaSchedule.ScaleInput(sample, _sample is null ? Sig[i] : _interpol[i]);
+        }
+
+        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
+
+        public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
+        {
+            int i = CurrentIndex(timestep);
+            EnsureNotFinished(i);
+            using var scope = torch.NewDisposeScope();
+            bool first = _sample is null;
+            float sigma = first ? Sig[i] : Sig[i - 1];
+            float sigmaInterpol = first ? _interpol[i + 1] : _interpol[i];
+            float sigmaNext = first ? Sig[i + 1] : Sig[i];
+            var x0 = SigmaSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, first ? sigma : sigmaInterpol, s.ClassName);
+            Tensor prev;
+            if (first)
+            {
+                var derivative = (sample - x0) / sigma;
+                _sample = Keep(sample);
+                prev = sample + derivative * (sigmaInterpol - sigma);
+            }
+            else
+            {
+                var derivative = (sample - x0) / sigmaInterpol;
+                prev = _sample! + derivative * (sigmaNext - sigma);
+                Release(_sample);
+                _sample = null;
+            }
+            StepIndex = i + 1;
+            return prev.MoveToOuterDisposeScope();
+        }
+    }
+}
+
+/// <summary>Schedule pieces shared by KDPM2 and KDPM2 ancestral.</summary>
+internal static class KDpm2Math
+{
+    /// <summary>Timesteps, sigmas with the final 0, and float32 log sigmas of the model.</summary>
+    public static (double[] Timesteps, float[] Sigmas, float[] LogSigmas) BaseSchedule(JsonConfig config, float[] alphasCumprod, int steps)
+    {
+        var (t, sig) = SigmaSchedule.Build(config, alphasCumprod, steps);
+        if (config.Bool("use_karras_sigmas", false)) t = [.. t.Select(v => Math.Round(v))];
+        return (t, sig, NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(alphasCumprod)));
+    }
+
+    /// <summary>[s0, s1, s1, s2, s2, …, s_last, s_last, s_last]: the reference's pairing of per-step values.</summary>
+    public static float[] Interleave(float[] v) => [v[0], .. v.Skip(1).SelectMany(x => new[] { x, x }), v[^1]];
+
+    /// <summary>
+    /// σ → t for the midpoint sigmas: the reference passes torch float32 tensors through its numpy helper here, so the
+    /// interpolation runs in float32.
+    /// </summary>
+    public static float SigmaToTFloat32(float sigma, float[] logSigmas)
+    {
+        if (float.IsNaN(sigma)) return float.NaN;
+        float logSigma = MathF.Log(MathF.Max(sigma, 1e-10f));
+        int low = 0;
+        for (int i = 0; i < logSigmas.Length; i++) if (logSigma - logSigmas[i] >= 0) low = i;
+        low = Math.Min(low, logSigmas.Length - 2);
+        float lo = logSigmas[low], hi = logSigmas[low + 1];
+        float w = Math.Clamp((lo - logSigma) / (lo - hi), 0f, 1f);
+        return (1f - w) * low + w * (low + 1);
+    }
+
+    /// <summary>The midpoint timesteps take the dtype of the main ones: float32, or float64 after Karras rounding.</summary>
+    public static double AsScheduleDtype(float t, JsonConfig config) => config.Bool("use_karras_sigmas", false) ? t : (double)(float)t;
+}

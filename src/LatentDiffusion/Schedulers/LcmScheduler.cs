@@ -1,0 +1,83 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Latent Consistency Model sampling (Luo et al. 2023): each step maps straight to a denoised estimate through the
+/// consistency boundary condition, then re-noises to the next timestep with fresh noise. The reference's
+/// <c>LCMScheduler</c>; meant for LCM-distilled models (or an LCM LoRA) at 2-8 steps.
+/// </summary>
+public sealed class LcmScheduler : DiffusionScheduler
+{
+    internal static readonly (string Key, object? Default)[] Defaults =
+    [
+        ("num_train_timesteps", 1000), ("beta_start", 0.00085), ("beta_end", 0.012), ("beta_schedule", "scaled_linear"), ("trained_betas", null),
+        ("original_inference_steps", 50), ("clip_sample", false), ("clip_sample_range", 1.0), ("set_alpha_to_one", true), ("steps_offset", 0),
+        ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995), ("sample_max_value", 1.0),
+        ("timestep_spacing", "leading"), ("timestep_scaling", 10.0), ("rescale_betas_zero_snr", false),
+    ];
+
+    /// <summary>Builds LCM from a scheduler config (missing keys take LCM's defaults) and optional overrides.</summary>
+    public LcmScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
+        : base("LCMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+    {
+        FinalAlphaCumprod = Config.Bool("set_alpha_to_one", true) ? 1f : AlphasCumprod[0];
+        OriginalSteps = Config.Int("original_inference_steps", 50);
+        if (OriginalSteps < 1 || OriginalSteps > NumTrainTimesteps)
+            throw new InvalidDataException($"Config '{Config.Source}': 'original_inference_steps' = {OriginalSteps}, expected 1 to num_train_timesteps = {NumTrainTimesteps}.");
+    }
+
+    internal float FinalAlphaCumprod { get; }
+
+    /// <summary>The distillation schedule length; inference uses a subset of its timesteps.</summary>
+    internal int OriginalSteps { get; }
+
+    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    {
+        if (inferenceSteps > OriginalSteps)
+            throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"LCMScheduler: inference steps cannot exceed original_inference_steps = {OriginalSteps}.");
+        int k = NumTrainTimesteps / OriginalSteps;
+        // The distillation timesteps k-1, 2k-1, …, newest first; inference takes evenly spaced ones (floored indices).
+        var origin = Enumerable.Range(1, OriginalSteps).Select(i => (long)i * k - 1).Reverse().ToArray();
+        double stride = origin.Length / (double)inferenceSteps;
+        var timesteps = Enumerable.Range(0, inferenceSteps).Select(i => (double)origin[(long)Math.Floor(i * stride)]).ToArray();
+        return new Run(this, timesteps, generator);
+    }
+
+    private sealed class Run(LcmScheduler s, double[] timesteps, torch.Generator? generator) : SchedulerRun(timesteps, null, generator)
+    {
+        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
+
+        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
+        {
+            using var t = torch.tensor((long)timestep);
+            return ForwardDiffusion.AddNoise(s.AlphasCumprod, original, noise, t);
+        }
+
+        public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
+        {
+            int i = CurrentIndex(timestep);
+            EnsureNotFinished(i);
+            using var scope = torch.NewDisposeScope();
+            int t = (int)timestep;
+            int prevT = i + 1 < Timesteps.Count ? (int)Timesteps[i + 1] : t;
+            float a = s.AlphasCumprod[t];
+            float aPrev = prevT >= 0 ? s.AlphasCumprod[prevT] : s.FinalAlphaCumprod;
+            // Consistency-model boundary condition (σ_data = 0.5), in float32 like the reference.
+            float scaled = t * (float)s.Config.Double("timestep_scaling", 10.0);
+            float cSkip = 0.25f / (scaled * scaled + 0.25f);
+            float cOut = scaled / MathF.Sqrt(scaled * scaled + 0.25f);
+            var (x0, _) = NoiseSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, a);
+            x0 = NoiseSchedule.ClipOrThreshold(s.Config, x0);
+            var denoised = cOut * x0 + cSkip * sample;
+            var prev = i != Timesteps.Count - 1
+                ? MathF.Sqrt(aPrev) * denoised + MathF.Sqrt(1f - aPrev) * Noise(denoised)
+                : denoised;
+            StepIndex = i + 1;
+            return prev.MoveToOuterDisposeScope();
+        }
+    }
+}

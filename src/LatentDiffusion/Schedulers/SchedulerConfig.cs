@@ -1,0 +1,133 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LatentDiffusion.Loading;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Builds a scheduler's effective config the way the reference's <c>from_config</c> does: the class's own defaults,
+/// replaced by the keys of the model's <c>scheduler_config.json</c> that the class knows (others are ignored), replaced
+/// by explicit overrides (which must name keys the class knows).
+/// </summary>
+public static class SchedulerConfig
+{
+    /// <summary>
+    /// Reads a <c>scheduler_config.json</c>. Unlike strict JSON it accepts the bare <c>NaN</c>, <c>Infinity</c> and
+    /// <c>-Infinity</c> that Python's json module writes (e.g. <c>"lambda_min_clipped": -Infinity</c>).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    public static JsonConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Scheduler config not found: {path}", path);
+        return Parse(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Parses config text, accepting Python's non-finite number literals (see <see cref="Load"/>).</summary>
+    public static JsonConfig Parse(string json, string source)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(QuoteNonFinite(json), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            return new JsonConfig(doc.RootElement, source);
+        }
+        catch (JsonException e) { throw new InvalidDataException($"Scheduler config '{source}' is not valid JSON: {e.Message}", e); }
+    }
+
+    private static readonly string[] NonFinite = ["-Infinity", "Infinity", "NaN"];
+
+    /// <summary>Wraps NaN / Infinity / -Infinity tokens outside strings in quotes, the form <see cref="JsonConfig.Double"/> reads.</summary>
+    internal static string QuoteNonFinite(string json)
+    {
+        var sb = new StringBuilder(json.Length + 16);
+        bool inString = false;
+        for (int i = 0; i < json.Length; i++)
+        {
+            char c = json[i];
+            if (inString)
+            {
+                sb.Append(c);
+                if (c == '\\' && i + 1 < json.Length) sb.Append(json[++i]);
+                else if (c == '"') inString = false;
+                continue;
+            }
+            if (c == '"') { inString = true; sb.Append(c); continue; }
+            foreach (var token in NonFinite)
+            {
+                if (string.CompareOrdinal(json, i, token, 0, token.Length) == 0)
+                {
+                    sb.Append('"').Append(token).Append('"');
+                    i += token.Length - 1;
+                    goto next;
+                }
+            }
+            sb.Append(c);
+        next:;
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Merges defaults, the model config and overrides into the effective config of <paramref name="className"/>.</summary>
+    internal static JsonConfig Build(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? model, IReadOnlyDictionary<string, string>? overrides, Action<JsonObject>? adjust = null)
+    {
+        var obj = new JsonObject { ["_class_name"] = className };
+        foreach (var (key, value) in defaults) obj[key] = ToNode(value);
+        if (model is not null)
+            foreach (var (key, _) in defaults)
+                if (model.Root.TryGetProperty(key, out var v)) obj[key] = JsonNode.Parse(v.GetRawText());
+        if (overrides is not null)
+        {
+            foreach (var (key, text) in overrides)
+            {
+                int at = -1;
+                for (int i = 0; i < defaults.Count; i++) if (defaults[i].Key == key) at = i;
+                if (at < 0)
+                    throw new ArgumentException($"{className} has no config key '{key}' (keys: {string.Join(", ", defaults.Select(d => d.Key))}).", nameof(overrides));
+                obj[key] = ParseOverride(className, key, text, defaults[at].Default);
+            }
+        }
+        adjust?.Invoke(obj);
+        string source = model is null ? $"{className} defaults" : $"{model.Source} as {className}";
+        if (overrides is { Count: > 0 }) source += " with overrides " + string.Join(", ", overrides.Select(kv => $"{kv.Key}={kv.Value}"));
+        using var doc = JsonDocument.Parse(obj.ToJsonString());
+        return new JsonConfig(doc.RootElement, source);
+    }
+
+    private static JsonNode? ToNode(object? value) => value switch
+    {
+        null => null,
+        bool b => JsonValue.Create(b),
+        int i => JsonValue.Create(i),
+        double d when double.IsNegativeInfinity(d) => JsonValue.Create("-Infinity"),
+        double d when double.IsPositiveInfinity(d) => JsonValue.Create("Infinity"),
+        double d => JsonValue.Create(d),
+        string s => JsonValue.Create(s),
+        int[] a => new JsonArray(a.Select(x => (JsonNode?)JsonValue.Create(x)).ToArray()),
+        _ => throw new InvalidOperationException($"Unsupported default {value.GetType()}"),
+    };
+
+    private static JsonNode? ParseOverride(string className, string key, string text, object? kind)
+    {
+        text = text.Trim();
+        Exception Bad(string what) => new ArgumentException($"{className} override {key}={text}: expected {what}.", "overrides");
+        if (text == "null" || text == "None") return null;
+        switch (kind)
+        {
+            case bool:
+                return bool.TryParse(text, out var b) ? JsonValue.Create(b) : throw Bad("true or false");
+            case int:
+                return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var i) ? JsonValue.Create(i) : throw Bad("an integer");
+            case double:
+                if (text is "-inf" or "-Infinity") return JsonValue.Create("-Infinity");
+                if (text is "inf" or "Infinity") return JsonValue.Create("Infinity");
+                return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? JsonValue.Create(d) : throw Bad("a number");
+            case string:
+                return JsonValue.Create(text);
+            default:
+                // Keys whose default is null or a list (sigma_min, trained_betas, disable_corrector): JSON, else a string.
+                try { return JsonNode.Parse(QuoteNonFinite(text)); }
+                catch (JsonException) { return JsonValue.Create(text); }
+        }
+    }
+}

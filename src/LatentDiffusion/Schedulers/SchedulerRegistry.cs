@@ -1,0 +1,124 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Loading;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Schedulers by short name (for options and the CLI) and by the reference's <c>_class_name</c>. A named scheduler is
+/// built like the reference's <c>X.from_config(model_scheduler_config, **overrides)</c>: the model's keys the class
+/// knows, the class's defaults for the rest; the settings that define a name (e.g. Karras sigmas for
+/// <c>dpm++2m-karras</c>) are applied on top, and explicit overrides last.
+/// </summary>
+public static class SchedulerRegistry
+{
+    private delegate DiffusionScheduler Factory(JsonConfig? config, IReadOnlyDictionary<string, string>? overrides);
+
+    private sealed record Entry(string Name, string ClassName, string A1111Name, Factory Create, IReadOnlyDictionary<string, string> Implied);
+
+    private static readonly Dictionary<string, string> None = [];
+
+    private static readonly Entry[] Entries =
+    [
+        new("ddim", "DDIMScheduler", "DDIM", CreateDdim, None),
+        new("ddpm", "DDPMScheduler", "DDPM", (c, o) => new DdpmScheduler(c, o), None),
+        new("pndm", "PNDMScheduler", "PLMS", (c, o) => new PndmScheduler(c, o), None),
+        new("lms", "LMSDiscreteScheduler", "LMS", (c, o) => new LmsDiscreteScheduler(c, o), None),
+        new("euler", "EulerDiscreteScheduler", "Euler", (c, o) => new EulerDiscreteScheduler(c, o), None),
+        new("euler-a", "EulerAncestralDiscreteScheduler", "Euler a", (c, o) => new EulerAncestralDiscreteScheduler(c, o), None),
+        new("heun", "HeunDiscreteScheduler", "Heun", (c, o) => new HeunDiscreteScheduler(c, o), None),
+        new("dpm++2m", "DPMSolverMultistepScheduler", "DPM++ 2M", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver++", ["use_karras_sigmas"] = "false" }),
+        new("dpm++2m-karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver++", ["use_karras_sigmas"] = "true" }),
+        new("dpm++2m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE Karras", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["use_karras_sigmas"] = "true" }),
+        new("dpm++2s", "DPMSolverSinglestepScheduler", "DPM++ 2S", (c, o) => new DpmSolverSinglestepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver++" }),
+        new("kdpm2", "KDPM2DiscreteScheduler", "DPM2", (c, o) => new KDpm2DiscreteScheduler(c, o), None),
+        new("kdpm2-a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", (c, o) => new KDpm2AncestralDiscreteScheduler(c, o), None),
+        new("unipc", "UniPCMultistepScheduler", "UniPC", (c, o) => new UniPcMultistepScheduler(c, o), None),
+        new("deis", "DEISMultistepScheduler", "DEIS", (c, o) => new DeisMultistepScheduler(c, o), None),
+        new("lcm", "LCMScheduler", "LCM", (c, o) => new LcmScheduler(c, o), None),
+    ];
+
+    /// <summary>The supported short names, in a stable order.</summary>
+    public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
+
+    /// <summary>The supported reference class names (<c>_class_name</c> values).</summary>
+    public static IReadOnlyList<string> ClassNames { get; } = Entries.Select(e => e.ClassName).Distinct().ToArray();
+
+    /// <summary>The reference class behind a short name.</summary>
+    /// <exception cref="ArgumentException">Unknown name.</exception>
+    public static string ClassNameOf(string name) => Find(name).ClassName;
+
+    /// <summary>The name the AUTOMATIC1111 web UI uses for a short name (e.g. "DPM++ 2M Karras").</summary>
+    /// <exception cref="ArgumentException">Unknown name.</exception>
+    public static string A1111NameOf(string name) => Find(name).A1111Name;
+
+    /// <summary>
+    /// Builds the named scheduler from the model's scheduler config (keys the class does not know are ignored, missing
+    /// keys take the class's defaults) plus <paramref name="overrides"/> (config keys of the class, values as text,
+    /// e.g. <c>use_karras_sigmas=true</c>; for <c>ddim</c> also <c>eta</c>).
+    /// </summary>
+    /// <exception cref="ArgumentException">Unknown name, or an override key the class does not have.</exception>
+    /// <exception cref="NotSupportedException">A config value the library does not implement.</exception>
+    public static IScheduler Create(string name, JsonConfig? modelSchedulerConfig, IReadOnlyDictionary<string, string>? overrides = null)
+    {
+        var entry = Find(name);
+        var merged = new Dictionary<string, string>(entry.Implied);
+        if (overrides is not null) foreach (var (k, v) in overrides) merged[k] = v;
+        return entry.Create(modelSchedulerConfig, merged);
+    }
+
+    /// <summary>Builds the scheduler the config names in <c>_class_name</c>, as the reference pipeline loads its scheduler.</summary>
+    /// <exception cref="NotSupportedException">The class is missing or not one the library implements.</exception>
+    public static IScheduler FromConfig(JsonConfig config, IReadOnlyDictionary<string, string>? overrides = null)
+    {
+        string? className = config.String("_class_name", null);
+        var entry = Entries.FirstOrDefault(e => e.ClassName == className)
+            ?? throw new NotSupportedException($"Config '{config.Source}': '_class_name' = {(className is null ? "missing" : $"'{className}'")} is not a supported scheduler (supported: {string.Join(", ", ClassNames)}).");
+        return entry.Create(config, overrides);
+    }
+
+    private static Entry Find(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return Entries.FirstOrDefault(e => string.Equals(e.Name, name.Trim(), StringComparison.OrdinalIgnoreCase))
+            ?? throw new ArgumentException($"Unknown scheduler '{name}' (supported: {string.Join(", ", Names)}).", nameof(name));
+    }
+
+    private static DdimScheduler CreateDdim(JsonConfig? config, IReadOnlyDictionary<string, string>? overrides)
+    {
+        // η is a step argument in the reference, not a config key; accept it here so the CLI can set it.
+        double eta = 0;
+        if (overrides is not null && overrides.TryGetValue("eta", out var text))
+        {
+            if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out eta) || eta < 0)
+                throw new ArgumentException($"DDIMScheduler override eta={text}: expected a non-negative number.", nameof(overrides));
+            overrides = overrides.Where(kv => kv.Key != "eta").ToDictionary();
+        }
+        return new DdimScheduler(config, overrides, eta);
+    }
+}
+
+/// <summary>img2img's partial schedule.</summary>
+public static class Img2ImgSchedule
+{
+    /// <summary>
+    /// What the reference's <c>StableDiffusionImg2ImgPipeline.get_timesteps</c> does: keeps the last
+    /// int(steps·strength) steps (times the scheduler order), sets the run's begin index there and returns the
+    /// remaining timesteps and that index. The first returned timestep is where the init latents are noised to.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="strength"/> is outside [0, 1].</exception>
+    public static (IReadOnlyList<double> Timesteps, int BeginIndex) ForStrength(ISchedulerRun run, int steps, double strength)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        if (!(strength >= 0 && strength <= 1)) throw new ArgumentOutOfRangeException(nameof(strength), strength, "strength must be in [0, 1].");
+        if (steps < 1) throw new ArgumentOutOfRangeException(nameof(steps), steps, "steps must be at least 1.");
+        int init = Math.Min((int)(steps * strength), steps);
+        int tStart = Math.Max(steps - init, 0);
+        int begin = Math.Min(tStart * run.Order, run.Timesteps.Count);
+        run.SetBeginIndex(begin);
+        return (run.Timesteps.Skip(begin).ToArray(), begin);
+    }
+}

@@ -1,0 +1,122 @@
+using LatentDiffusion.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Schedulers;
+
+/// <summary>
+/// Per-generation state shared by all runs: the schedule, the step index (found from the first timestep seen, or set by
+/// <see cref="SetBeginIndex"/>, as the reference does), the generator, and the history tensors a multistep solver keeps.
+/// </summary>
+internal abstract class SchedulerRun : ISchedulerRun
+{
+    private readonly double[] _timesteps;
+    private readonly List<Tensor> _owned = [];
+    private bool _disposed;
+
+    protected SchedulerRun(double[] timesteps, float[]? sigmas, torch.Generator? generator)
+    {
+        _timesteps = timesteps;
+        SigmaValues = sigmas;
+        Generator = generator;
+    }
+
+    public IReadOnlyList<double> Timesteps => _timesteps;
+
+    /// <summary>The float32 sigmas, when the scheduler has them.</summary>
+    protected float[]? SigmaValues { get; }
+
+    /// <summary>The float32 sigmas of a sigma scheduler.</summary>
+    protected float[] Sig => SigmaValues ?? throw new InvalidOperationException("This scheduler has no sigmas.");
+
+    public IReadOnlyList<double>? Sigmas => SigmaValues?.Select(s => (double)s).ToArray();
+
+    public virtual double InitNoiseSigma => 1.0;
+
+    public virtual int Order => 1;
+
+    protected torch.Generator? Generator { get; }
+
+    /// <summary>The reference's <c>_step_index</c>: null until the first call.</summary>
+    protected int? StepIndex { get; set; }
+
+    /// <summary>The reference's <c>_begin_index</c>.</summary>
+    protected int? BeginIndex { get; private set; }
+
+    public void SetBeginIndex(int beginIndex)
+    {
+        if (beginIndex < 0 || beginIndex > _timesteps.Length)
+            throw new ArgumentOutOfRangeException(nameof(beginIndex), beginIndex, $"The begin index must be between 0 and {_timesteps.Length}.");
+        BeginIndex = beginIndex;
+    }
+
+    public abstract Tensor ScaleModelInput(Tensor sample, double timestep);
+
+    public abstract Tensor Step(Tensor modelOutput, double timestep, Tensor sample);
+
+    public abstract Tensor AddNoise(Tensor original, Tensor noise, double timestep);
+
+    /// <summary>Sets the step index on first use, as the reference's <c>_init_step_index</c>, and returns it.</summary>
+    protected int CurrentIndex(double timestep)
+    {
+        StepIndex ??= BeginIndex ?? IndexForTimestep(timestep);
+        return StepIndex.Value;
+    }
+
+    /// <summary>The position of <paramref name="timestep"/>; the second one when it occurs twice, so img2img never skips a step.</summary>
+    protected virtual int IndexForTimestep(double timestep)
+    {
+        int first = -1;
+        for (int i = 0; i < _timesteps.Length; i++)
+        {
+            if (_timesteps[i] != timestep) continue;
+            if (first >= 0) return i;
+            first = i;
+        }
+        return first >= 0 ? first : throw new ArgumentException($"Timestep {timestep} is not in this run's schedule.", nameof(timestep));
+    }
+
+    /// <summary>The sigma index add_noise uses: the timestep's position before stepping, the current step after.</summary>
+    protected int NoiseIndex(double timestep) => BeginIndex is null ? IndexForTimestep(timestep) : StepIndex ?? BeginIndex.Value;
+
+    /// <summary>Unit Gaussian noise shaped like <paramref name="like"/>: drawn on the CPU in float32 from the run's generator, then moved.</summary>
+    protected Tensor Noise(Tensor like)
+    {
+        using var n = torch.randn(like.shape, dtype: ScalarType.Float32, device: CPU, generator: Generator);
+        return n.to(like.dtype, like.device);
+    }
+
+    /// <summary>Keeps a tensor alive past the caller's dispose scope until it is released or the run is disposed.</summary>
+    protected Tensor Keep(Tensor t)
+    {
+        ThrowIfDisposed();
+        var kept = t.detach().clone();
+        kept.DetachFromDisposeScope();
+        _owned.Add(kept);
+        return kept;
+    }
+
+    /// <summary>Releases a tensor obtained from <see cref="Keep"/>.</summary>
+    protected void Release(Tensor? t)
+    {
+        if (t is null) return;
+        if (_owned.Remove(t)) t.Dispose();
+    }
+
+    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Checks the step is within the schedule.</summary>
+    protected void EnsureNotFinished(int index)
+    {
+        ThrowIfDisposed();
+        if (index >= _timesteps.Length) throw new InvalidOperationException($"All {_timesteps.Length} steps of this run have been taken.");
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
+    }
+}
