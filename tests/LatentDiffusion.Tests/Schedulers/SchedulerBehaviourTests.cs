@@ -80,6 +80,16 @@ public sealed class SchedulerBehaviourTests
     }
 
     [Test]
+    public void LeadingSpacingThatOverrunsTheTrainedTimestepsIsRefused()
+    {
+        // SD 1.5's config: "leading" with steps_offset 1 would start at t = 1000 for 1000 steps.
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => SchedulerRegistry.Create("ddim", Sd15Config).Start(1000))!;
+        Assert.That(e.Message, Does.Contain("steps_offset"));
+        using var run = SchedulerRegistry.Create("ddim", Sd15Config).Start(500);
+        Assert.That(run.Timesteps[0], Is.EqualTo(999));
+    }
+
+    [Test]
     public void LcmRefusesMoreStepsThanItWasDistilledWith()
         => Assert.Throws<ArgumentOutOfRangeException>(() => SchedulerRegistry.Create("lcm", Sd15Config).Start(51));
 
