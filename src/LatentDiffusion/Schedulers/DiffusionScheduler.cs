@@ -51,7 +51,15 @@ public abstract class DiffusionScheduler : IScheduler
     {
         if (inferenceSteps < 1 || inferenceSteps > NumTrainTimesteps)
             throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"{ClassName}: inference steps must be between 1 and num_train_timesteps = {NumTrainTimesteps}.");
-        return CreateRun(inferenceSteps, generator);
+        var run = CreateRun(inferenceSteps, generator);
+        // "leading" spacing plus steps_offset can push the first timestep past the last trained one (e.g. 1000 steps).
+        if (run.Timesteps.Any(t => t < 0 || t > NumTrainTimesteps - 1))
+        {
+            run.Dispose();
+            throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps,
+                $"{ClassName}: {inferenceSteps} steps with timestep_spacing '{Config.String("timestep_spacing", null)}' and steps_offset {Config.Int("steps_offset", 0)} reach timesteps outside [0, {NumTrainTimesteps - 1}].");
+        }
+        return run;
     }
 
     /// <summary>Builds the run's schedule (the reference's <c>set_timesteps</c>).</summary>

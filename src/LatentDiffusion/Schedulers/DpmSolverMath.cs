@@ -106,20 +106,17 @@ internal static class DpmSolverMath
             : x0;
     }
 
-    /// <summary>The noise prediction ε̂ (the "dpmsolver"/UniPC predict_x0=false form), optionally via a thresholded x̂₀.</summary>
-    public static Tensor NoisePrediction(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
+    /// <summary>The noise prediction ε̂ (UniPC with predict_x0 = false; the reference does not threshold it).</summary>
+    public static Tensor NoisePrediction(string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
     {
         var (alpha, sigmaT, _) = At(sigma);
-        var eps = predictionType switch
+        return predictionType switch
         {
             "epsilon" => modelOutput.alias(),
             "sample" => (sample - alpha * modelOutput) / sigmaT,
             "v_prediction" => alpha * modelOutput + sigmaT * sample,
             _ => throw new NotSupportedException($"{className}: prediction_type '{predictionType}' is not supported."),
         };
-        if (!config.Bool("thresholding", false)) return eps;
-        var x0 = NoiseSchedule.Threshold((sample - sigmaT * eps) / alpha, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0));
-        return (sample - alpha * x0) / sigmaT;
     }
 
     /// <summary>alpha_t·x + sigma_t·noise at a sigma (the reference's add_noise for these schedulers).</summary>

@@ -8,8 +8,9 @@ namespace LatentDiffusion.Schedulers;
 
 /// <summary>
 /// Builds a scheduler's effective config the way the reference's <c>from_config</c> does: the class's own defaults,
-/// replaced by the keys of the model's <c>scheduler_config.json</c> that the class knows (others are ignored), replaced
-/// by explicit overrides (which must name keys the class knows).
+/// replaced by the keys of the model's <c>scheduler_config.json</c> that the class knows, replaced by explicit overrides
+/// (which must name keys the class knows). Model keys the class does not know do not affect it; as in the reference
+/// they stay in the config, unused.
 /// </summary>
 public static class SchedulerConfig
 {
@@ -34,6 +35,8 @@ public static class SchedulerConfig
         }
         catch (JsonException e) { throw new InvalidDataException($"Scheduler config '{source}' is not valid JSON: {e.Message}", e); }
     }
+
+    private static readonly JsonSerializerOptions WriteOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private static readonly string[] NonFinite = ["-Infinity", "Infinity", "NaN"];
 
@@ -72,10 +75,31 @@ public static class SchedulerConfig
     internal static JsonConfig Build(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? model, IReadOnlyDictionary<string, string>? overrides, Action<JsonObject>? adjust = null)
     {
         var obj = new JsonObject { ["_class_name"] = className };
-        foreach (var (key, value) in defaults) obj[key] = ToNode(value);
+        var classKeys = defaults.Select(d => d.Key).ToHashSet();
+        // Keys the previous class filled with its own defaults were never chosen by anyone: the reference drops them
+        // (via "_use_default_values") so that this class uses its own defaults instead.
+        var usedDefaults = new HashSet<string>();
+        if (model is not null && model.Root.TryGetProperty("_use_default_values", out var ud) && ud.ValueKind == JsonValueKind.Array)
+            foreach (var k in ud.EnumerateArray()) if (k.ValueKind == JsonValueKind.String) usedDefaults.Add(k.GetString()!);
+        var filledByDefault = new List<string>();
+        foreach (var (key, value) in defaults)
+        {
+            if (model is not null && !usedDefaults.Contains(key) && model.Root.TryGetProperty(key, out var v))
+                obj[key] = JsonNode.Parse(v.GetRawText());
+            else
+            {
+                obj[key] = ToNode(value);
+                filledByDefault.Add(key);
+            }
+        }
         if (model is not null)
-            foreach (var (key, _) in defaults)
-                if (model.Root.TryGetProperty(key, out var v)) obj[key] = JsonNode.Parse(v.GetRawText());
+        {
+            // Like the reference, keys this class does not use are carried along unused ("hidden"), so a config passed
+            // from scheduler to scheduler keeps every setting of the model's original one.
+            foreach (var p in model.Root.EnumerateObject())
+                if (p.Name is not ("_class_name" or "_use_default_values") && !classKeys.Contains(p.Name) && !usedDefaults.Contains(p.Name))
+                    obj[p.Name] = JsonNode.Parse(p.Value.GetRawText());
+        }
         if (overrides is not null)
         {
             foreach (var (key, text) in overrides)
@@ -85,12 +109,14 @@ public static class SchedulerConfig
                 if (at < 0)
                     throw new ArgumentException($"{className} has no config key '{key}' (keys: {string.Join(", ", defaults.Select(d => d.Key))}).", nameof(overrides));
                 obj[key] = ParseOverride(className, key, text, defaults[at].Default);
+                filledByDefault.Remove(key);
             }
         }
+        if (filledByDefault.Count > 0) obj["_use_default_values"] = new JsonArray(filledByDefault.Select(k => (JsonNode?)JsonValue.Create(k)).ToArray());
         adjust?.Invoke(obj);
         string source = model is null ? $"{className} defaults" : $"{model.Source} as {className}";
         if (overrides is { Count: > 0 }) source += " with overrides " + string.Join(", ", overrides.Select(kv => $"{kv.Key}={kv.Value}"));
-        using var doc = JsonDocument.Parse(obj.ToJsonString());
+        using var doc = JsonDocument.Parse(obj.ToJsonString(WriteOptions));
         return new JsonConfig(doc.RootElement, source);
     }
 

@@ -17,11 +17,12 @@ internal abstract class SchedulerRun : ISchedulerRun
     protected SchedulerRun(double[] timesteps, float[]? sigmas, torch.Generator? generator)
     {
         _timesteps = timesteps;
+        Timesteps = Array.AsReadOnly(timesteps);
         SigmaValues = sigmas;
         Generator = generator;
     }
 
-    public IReadOnlyList<double> Timesteps => _timesteps;
+    public IReadOnlyList<double> Timesteps { get; }
 
     /// <summary>The float32 sigmas, when the scheduler has them.</summary>
     protected float[]? SigmaValues { get; }
@@ -29,7 +30,9 @@ internal abstract class SchedulerRun : ISchedulerRun
     /// <summary>The float32 sigmas of a sigma scheduler.</summary>
     protected float[] Sig => SigmaValues ?? throw new InvalidOperationException("This scheduler has no sigmas.");
 
-    public IReadOnlyList<double>? Sigmas => SigmaValues?.Select(s => (double)s).ToArray();
+    private IReadOnlyList<double>? _sigmas;
+
+    public IReadOnlyList<double>? Sigmas => SigmaValues is null ? null : _sigmas ??= Array.AsReadOnly(SigmaValues.Select(s => (double)s).ToArray());
 
     public virtual double InitNoiseSigma => 1.0;
 

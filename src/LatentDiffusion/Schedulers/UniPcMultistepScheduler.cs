@@ -127,8 +127,8 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             bool useCorrector = i > 0 && !s.DisableCorrector.Contains(i - 1) && _lastSample is not null;
             var converted = s.PredictX0
                 ? DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
-                : DpmSolverMath.NoisePrediction(s.Config.Bool("thresholding", false) ? s.Config : s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
-            if (useCorrector) sample = Corrector(i, converted, _lastSample!, sample, _thisOrder);
+                : DpmSolverMath.NoisePrediction(s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+            if (useCorrector) sample = Corrector(i, converted, _lastSample!, _thisOrder);
             var oldest = _modelOutputs[0];
             for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
             _modelOutputs[^1] = Keep(converted);
@@ -200,7 +200,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             return xt.to(x.dtype);
         }
 
-        private Tensor Corrector(int i, Tensor modelT, Tensor x, Tensor thisSample, int order)
+        private Tensor Corrector(int i, Tensor modelT, Tensor x, int order)
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i]);
             var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i - 1]);
@@ -224,7 +224,6 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             var correction = corrRes is null ? rhos[^1] * d1t : corrRes + rhos[^1] * d1t;
             Tensor xt = s.PredictX0 ? sigmaT / sigmaS0 * x - alphaT * hPhi1 * m0 : alphaT / alphaS0 * x - sigmaT * hPhi1 * m0;
             xt = xt - (s.PredictX0 ? alphaT : sigmaT) * bh * correction;
-            _ = thisSample;
             return xt.to(x.dtype);
         }
     }
