@@ -18,7 +18,7 @@ public readonly record struct AttributeAccuracy(int Correct, int Total)
     public double Accuracy => Total == 0 ? double.NaN : Correct / (double)Total;
 
     /// <inheritdoc />
-    public override string ToString() => Total == 0 ? "n/a" : string.Create(CultureInfo.InvariantCulture, $"{Accuracy:P1} ({Correct}/{Total})");
+    public override string ToString() => Total == 0 ? "n/a" : string.Create(CultureInfo.InvariantCulture, $"{Accuracy * 100:F1}% ({Correct}/{Total})");
 }
 
 /// <summary>Per-attribute accuracy of a set of judged pictures.</summary>
