@@ -13,13 +13,16 @@ namespace LatentDiffusion.Training;
 /// <param name="Background">The palette colour nearest to the median of the border pixels.</param>
 /// <param name="RegionPixels">Pixels of the shape region (largest connected set of pixels closer to the shape colour than to the background).</param>
 /// <param name="FillRatio">Region pixels over the area of the region's bounding box.</param>
-/// <param name="Balance">Mean row of the region relative to its box (0 top, 1 bottom); about 0.5 for symmetric shapes, 0.67 for the triangle.</param>
+/// <param name="ShapeError">
+/// How far the region is from the best-fitting ideal shape: the mean squared difference of coverage over the fitted
+/// window, per region pixel (0 for a clean rendering; grows with blur, noise, and malformed shapes).
+/// </param>
 /// <param name="Confidence">
 /// A heuristic in [0, 1]: the smallest of the margins of the colour, shape and position decisions (1 = far from any
 /// decision boundary, 0 = on one). 0 when no shape was found.
 /// </param>
 public sealed record JudgeVerdict(ShapeKind? Shape, ShapeColor? Color, ShapeSize? Size, ShapePosition? Position, ShapeColor Background,
-    int RegionPixels, double FillRatio, double Balance, double Confidence)
+    int RegionPixels, double FillRatio, double ShapeError, double Confidence)
 {
     /// <summary>Whether a shape region was found at all.</summary>
     public bool Found => Shape is not null;
@@ -33,17 +36,21 @@ public sealed record JudgeVerdict(ShapeKind? Shape, ShapeColor? Color, ShapeSize
 /// Steps: the background is the per-channel median of the border pixels; a first region is the largest 4-connected set
 /// of pixels at least <see cref="CandidateDistance"/> away from it; the shape colour is that region's median. Then every
 /// pixel is projected on the background→shape colour line (0 = background, 1 = shape) and the final region is the
-/// largest 4-connected set above one half, which ignores anti-aliasing and isolated noise. Shape: a triangle when the
-/// region's mass sits low in its box (<see cref="JudgeVerdict.Balance"/> &gt; 0.58), otherwise by fill ratio of the
-/// box (square ≥ 0.89 &gt; circle ≥ 0.64 &gt; diamond). Position: nearest anchor to the box centre; size: the box's longer
-/// side against the midpoint of the two nominal sides.
+/// largest 4-connected set above one half, which ignores anti-aliasing and isolated noise. Shape: each ideal shape is
+/// drawn with the region's area and centroid, sharp and softened by 3×3 and 5×5 box blurs, at three scales around
+/// that area, and compared with the observed coverage; the kind of the closest drawing wins. Template fitting was
+/// chosen over single measures (fill ratio of the box, extents) because soft edges, as a small model draws them, round
+/// a small square's corners enough to pass for a circle and a diamond's tips enough to pass for one too. Position:
+/// nearest anchor to the centre of the region's box; size: the box's longer side against the midpoint of the two
+/// nominal sides.
 /// </remarks>
 public static class ShapeJudge
 {
     /// <summary>Distance in RGB ([0, 1] per channel) from the background above which a pixel may belong to the shape in the first pass.</summary>
     public const double CandidateDistance = 0.2;
 
-    private const double TriangleBalance = 0.58, SquareFill = 0.89, CircleFill = 0.64;
+    private static readonly double[] Scales = [0.92, 1.0, 1.08];
+    private static readonly int[] BlurRadii = [0, 1, 2];
 
     /// <summary>Judges an 8-bit RGB picture of any size (square pictures are expected; positions are relative to width and height).</summary>
     public static JudgeVerdict Judge(Image<Rgb24> image)
@@ -108,29 +115,18 @@ public static class ShapeJudge
         if (region.Count == 0) return Nothing();
 
         int minX = int.MaxValue, maxX = -1, minY = int.MaxValue, maxY = -1;
-        double sumY = 0;
+        double sumX = 0, sumY = 0;
         foreach (int p in region)
         {
             int x = p % width, y = p / width;
             minX = Math.Min(minX, x); maxX = Math.Max(maxX, x);
             minY = Math.Min(minY, y); maxY = Math.Max(maxY, y);
-            sumY += y;
+            sumX += x + 0.5; sumY += y + 0.5;
         }
         int bw = maxX - minX + 1, bh = maxY - minY + 1;
         double fill = region.Count / (double)(bw * bh);
-        double balance = (sumY / region.Count - minY + 0.5) / bh;
-
-        ShapeKind shape;
-        double shapeMargin;
-        if (balance > TriangleBalance) { shape = ShapeKind.Triangle; shapeMargin = (balance - TriangleBalance) / 0.08; }
-        else
-        {
-            double balanceMargin = (TriangleBalance - balance) / 0.08;
-            (shape, double fillMargin) = fill >= SquareFill ? (ShapeKind.Square, (fill - SquareFill) / 0.1)
-                : fill >= CircleFill ? (ShapeKind.Circle, Math.Min(SquareFill - fill, fill - CircleFill) / 0.1)
-                : (ShapeKind.Diamond, (CircleFill - fill) / 0.1);
-            shapeMargin = Math.Min(balanceMargin, fillMargin);
-        }
+        var (shape, shapeError, shapeMargin) = FitShape(planes, n, width, height, bg, (dr, dg, db, len2),
+            region.Count, sumX / region.Count, sumY / region.Count, minX, maxX, minY, maxY);
 
         var shapeRgb = MedianColor(planes, n, region);
         var (color, c1, c2) = ShapePalette.Nearest(shapeRgb.R, shapeRgb.G, shapeRgb.B);
@@ -152,7 +148,86 @@ public static class ShapeJudge
         var size = side >= (ShapesDataset.SmallSide + ShapesDataset.LargeSide) / 2 ? ShapeSize.Large : ShapeSize.Small;
 
         double confidence = Math.Clamp(Math.Min(Math.Min(shapeMargin, colorMargin), positionMargin), 0, 1);
-        return new JudgeVerdict(shape, color, size, position, background, region.Count, fill, balance, confidence);
+        return new JudgeVerdict(shape, color, size, position, background, region.Count, fill, shapeError, confidence);
+    }
+
+    /// <summary>
+    /// Compares the observed coverage (projection on the background→shape line, clamped to [0, 1]) in the region's box
+    /// grown by 4 pixels with every ideal shape of the same area and centroid, and returns the closest kind, its error
+    /// per region pixel, and a margin (1 − best / runner-up kind's error).
+    /// </summary>
+    private static (ShapeKind Shape, double Error, double Margin) FitShape(float[] planes, int n, int width, int height,
+        (double R, double G, double B) bg, (double R, double G, double B, double Len2) line, int area, double cx, double cy,
+        int minX, int maxX, int minY, int maxY)
+    {
+        const int grow = 4;
+        int x0 = Math.Max(0, minX - grow), x1 = Math.Min(width - 1, maxX + grow), y0 = Math.Max(0, minY - grow), y1 = Math.Min(height - 1, maxY + grow);
+        int ww = x1 - x0 + 1, wh = y1 - y0 + 1;
+        var observed = new double[ww * wh];
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++)
+            {
+                int p = y * width + x;
+                double t = ((planes[p] - bg.R) * line.R + (planes[n + p] - bg.G) * line.G + (planes[2 * n + p] - bg.B) * line.B) / line.Len2;
+                observed[(y - y0) * ww + (x - x0)] = Math.Clamp(t, 0, 1);
+            }
+
+        var errors = new Dictionary<ShapeKind, double>();
+        var template = new double[ww * wh];
+        foreach (var kind in Enum.GetValues<ShapeKind>())
+        {
+            double best = double.MaxValue;
+            // The side that gives the region's area; the triangle's centroid sits a sixth of its height below its box centre.
+            double areaFactor = kind switch { ShapeKind.Square => 1, ShapeKind.Circle => Math.PI / 4, _ => 0.5 };
+            foreach (double scale in Scales)
+            {
+                double r = Math.Sqrt(area / areaFactor) * scale / 2;
+                double ccy = kind == ShapeKind.Triangle ? cy - r / 3 : cy;
+                DrawCoverage(template, ww, wh, x0, y0, kind, cx, ccy, r);
+                foreach (int blur in BlurRadii)
+                {
+                    var candidate = blur == 0 ? template : BoxBlur(template, ww, wh, blur);
+                    double sse = 0;
+                    for (int i = 0; i < observed.Length; i++) { double d = observed[i] - candidate[i]; sse += d * d; }
+                    best = Math.Min(best, sse);
+                }
+            }
+            errors[kind] = best;
+        }
+        var ranked = errors.OrderBy(e => e.Value).ToList();
+        double margin = ranked[1].Value > 0 ? 1 - ranked[0].Value / ranked[1].Value : 0;
+        return (ranked[0].Key, ranked[0].Value / Math.Max(area, 1), margin);
+    }
+
+    private static void DrawCoverage(double[] target, int ww, int wh, int x0, int y0, ShapeKind kind, double cx, double cy, double r)
+    {
+        const int ss = 4;
+        for (int y = 0; y < wh; y++)
+            for (int x = 0; x < ww; x++)
+            {
+                int inside = 0;
+                double px = x0 + x, py = y0 + y;
+                if (px + 1 >= cx - r && px <= cx + r && py + 1 >= cy - r && py <= cy + r)
+                    for (int j = 0; j < ss; j++)
+                        for (int i = 0; i < ss; i++)
+                            if (ShapesDataset.Inside(kind, px + (i + 0.5) / ss - cx, py + (j + 0.5) / ss - cy, r)) inside++;
+                target[y * ww + x] = inside / (double)(ss * ss);
+            }
+    }
+
+    private static double[] BoxBlur(double[] source, int ww, int wh, int radius)
+    {
+        var result = new double[source.Length];
+        for (int y = 0; y < wh; y++)
+            for (int x = 0; x < ww; x++)
+            {
+                double sum = 0;
+                for (int dy = -radius; dy <= radius; dy++)
+                    for (int dx = -radius; dx <= radius; dx++)
+                        sum += source[Math.Clamp(y + dy, 0, wh - 1) * ww + Math.Clamp(x + dx, 0, ww - 1)];
+                result[y * ww + x] = sum / ((2 * radius + 1) * (2 * radius + 1));
+            }
+        return result;
     }
 
     private static double Distance(float[] planes, int n, int p, (double R, double G, double B) c)

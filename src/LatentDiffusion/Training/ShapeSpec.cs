@@ -87,8 +87,8 @@ public enum CaptionStyle
 public sealed record ShapeSpec(ShapeKind Shape, ShapeColor Color, ShapeSize Size, ShapePosition Position, ShapeColor Background,
     double JitterX = 0, double JitterY = 0, double SizeJitter = 0)
 {
-    /// <summary>The same attributes without jitter: the identity of the picture's content, used for the held-out split.</summary>
-    public ShapeSpec Canonical => this with { JitterX = 0, JitterY = 0, SizeJitter = 0 };
+    /// <summary>The same attributes without jitter: the identity of the picture's content.</summary>
+    public ShapeSpec WithoutJitter() => this with { JitterX = 0, JitterY = 0, SizeJitter = 0 };
 
     /// <summary>Whether the caption of <paramref name="style"/> states the size.</summary>
     public static bool StatesSize(CaptionStyle style) => style is CaptionStyle.Full or CaptionStyle.FullOn or CaptionStyle.NoPosition;

@@ -242,7 +242,7 @@ public static class ShapesDataset
         return Image.LoadPixelData<Rgb24>(bytes, width, height);
     }
 
-    private static bool Inside(ShapeKind shape, double dx, double dy, double r) => shape switch
+    internal static bool Inside(ShapeKind shape, double dx, double dy, double r) => shape switch
     {
         ShapeKind.Circle => dx * dx + dy * dy <= r * r,
         ShapeKind.Square => Math.Abs(dx) <= r && Math.Abs(dy) <= r,
