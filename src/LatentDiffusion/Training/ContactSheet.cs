@@ -25,6 +25,9 @@ public static class ContactSheet
         ArgumentNullException.ThrowIfNull(items);
         ArgumentOutOfRangeException.ThrowIfLessThan(columns, 1);
         if (items.Count == 0) throw new ArgumentException("A contact sheet needs at least one picture.", nameof(items));
+        string sidecar = Path.ChangeExtension(path, ".md");
+        if (string.Equals(Path.GetFullPath(sidecar), Path.GetFullPath(path), StringComparison.Ordinal))
+            throw new ArgumentException($"The contact sheet '{path}' would be overwritten by its caption table; give it a .png name.", nameof(path));
         int cellW = items.Max(i => i.Image.Width), cellH = items.Max(i => i.Image.Height);
         int cols = Math.Min(columns, items.Count), rows = (items.Count + columns - 1) / columns;
         using var sheet = new Image<Rgb24>(Gap + cols * (cellW + Gap), Gap + rows * (cellH + Gap), new Rgb24(128, 128, 128));
@@ -43,7 +46,6 @@ public static class ContactSheet
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         sheet.SaveAsPng(path);
-        string sidecar = Path.ChangeExtension(path, ".md");
         File.WriteAllText(sidecar, md.ToString(), new UTF8Encoding(false));
         return sidecar;
     }
