@@ -1,0 +1,3 @@
+using LatentDiffusion.Cli;
+
+return await LdmCommand.RunAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,94 @@
+using System.Globalization;
+using LatentDiffusion.Pipelines;
+using Microsoft.Extensions.AI;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace LatentDiffusion.Integration;
+
+/// <summary>
+/// Microsoft.Extensions.AI's <see cref="IImageGenerator"/> over a local Stable Diffusion pipeline, so code written against
+/// that abstraction runs on a local model: <c>IImageGenerator g = await LatentDiffusionImageGenerator.LoadAsync("models/sd15");</c>.
+/// Images come back as PNG <see cref="DataContent"/>. <see cref="ImageGenerationOptions.AdditionalProperties"/> may carry
+/// <c>seed</c>, <c>steps</c>, <c>guidance_scale</c>, <c>negative_prompt</c>, <c>scheduler</c> and <c>strength</c>; an image in
+/// <see cref="ImageGenerationRequest.OriginalImages"/> makes it image-to-image.
+/// </summary>
+public sealed class LatentDiffusionImageGenerator : IImageGenerator
+{
+    private readonly StableDiffusionPipeline _pipeline;
+    private readonly GenerationOptions _defaults;
+    private readonly bool _ownsPipeline;
+    private readonly ImageGeneratorMetadata _metadata;
+
+    /// <summary>Wraps a loaded pipeline; <paramref name="ownsPipeline"/> says whether disposing this disposes it.</summary>
+    public LatentDiffusionImageGenerator(StableDiffusionPipeline pipeline, GenerationOptions? defaults = null, bool ownsPipeline = false, string? modelId = null)
+    {
+        _pipeline = pipeline ?? throw new ArgumentNullException(nameof(pipeline));
+        _defaults = defaults ?? new GenerationOptions();
+        _ownsPipeline = ownsPipeline;
+        _metadata = new ImageGeneratorMetadata("LatentDiffusion", null, modelId);
+    }
+
+    /// <summary>Loads a model and wraps it (the generator owns the pipeline).</summary>
+    public static async Task<LatentDiffusionImageGenerator> LoadAsync(string modelPath, PipelineOptions? options = null, GenerationOptions? defaults = null, CancellationToken cancellationToken = default)
+        => new(await StableDiffusionPipeline.LoadAsync(modelPath, options, cancellationToken).ConfigureAwait(false), defaults, ownsPipeline: true, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));
+
+    /// <inheritdoc />
+    public async Task<ImageGenerationResponse> GenerateAsync(ImageGenerationRequest request, ImageGenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (options?.MediaType is { } mt && !string.Equals(mt, "image/png", StringComparison.OrdinalIgnoreCase))
+            throw new NotSupportedException($"Media type '{mt}' is not supported; this generator returns image/png.");
+        using var init = InitImage(request);
+        var generation = _defaults with
+        {
+            ImagesPerPrompt = options?.Count ?? _defaults.ImagesPerPrompt,
+            Width = options?.ImageSize?.Width ?? _defaults.Width,
+            Height = options?.ImageSize?.Height ?? _defaults.Height,
+            InitImage = init ?? _defaults.InitImage,
+        };
+        if (options?.AdditionalProperties is { } extra)
+        {
+            if (extra.TryGetValue("seed", out var seed) && seed is not null) generation = generation with { Seed = Convert.ToInt64(seed, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("steps", out var steps) && steps is not null) generation = generation with { Steps = Convert.ToInt32(steps, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("guidance_scale", out var gs) && gs is not null) generation = generation with { GuidanceScale = Convert.ToDouble(gs, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("strength", out var st) && st is not null) generation = generation with { Strength = Convert.ToDouble(st, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("negative_prompt", out var np) && np is not null) generation = generation with { NegativePrompt = np.ToString() };
+            if (extra.TryGetValue("scheduler", out var sc) && sc is not null) generation = generation with { Scheduler = sc.ToString() };
+        }
+
+        using var result = await _pipeline.GenerateAsync(request.Prompt ?? "", generation, null, cancellationToken).ConfigureAwait(false);
+        var contents = new List<AIContent>();
+        foreach (var image in result.Images)
+        {
+            using var png = new MemoryStream();
+            await image.SaveAsPngAsync(png, cancellationToken).ConfigureAwait(false);
+            contents.Add(new DataContent(png.ToArray(), "image/png"));
+        }
+        return new ImageGenerationResponse(contents) { RawRepresentation = result.Seed };
+    }
+
+    private static Image<Rgb24>? InitImage(ImageGenerationRequest request)
+    {
+        var data = request.OriginalImages?.OfType<DataContent>().FirstOrDefault(d => d.HasTopLevelMediaType("image"));
+        if (data is null) return null;
+        using var stream = new MemoryStream(data.Data.ToArray(), writable: false);
+        return ImageLoading.Load(stream, data.Name ?? "original image");
+    }
+
+    /// <inheritdoc />
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null) return null;
+        if (serviceType == typeof(ImageGeneratorMetadata)) return _metadata;
+        if (serviceType.IsInstanceOfType(_pipeline)) return _pipeline;
+        return serviceType.IsInstanceOfType(this) ? this : null;
+    }
+
+    /// <summary>Disposes the pipeline when this generator owns it.</summary>
+    public void Dispose()
+    {
+        if (_ownsPipeline) _pipeline.Dispose();
+    }
+}

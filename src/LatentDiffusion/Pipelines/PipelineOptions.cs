@@ -1,0 +1,39 @@
+using LatentDiffusion.Runtime;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Pipelines;
+
+/// <summary>How to load a pipeline; immutable.</summary>
+public sealed record PipelineOptions
+{
+    /// <summary>The device: <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>. Default cpu.</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>The dtype the weights are held and run in. Default float32 (float16 or bfloat16 on a GPU).</summary>
+    public ScalarType DType { get; init; } = ScalarType.Float32;
+
+    /// <summary>Run the VAE in float32 even when <see cref="DType"/> is half precision (avoids float16 overflow in decoding).</summary>
+    public bool UpcastVae { get; init; }
+
+    /// <summary>Weights variant to load from a diffusers folder (<c>fp16</c> loads <c>*.fp16.safetensors</c>); null prefers the plain files.</summary>
+    public string? Variant { get; init; }
+
+    /// <summary>
+    /// For single-file checkpoints: a diffusers folder whose component <c>config.json</c> files and <c>tokenizer/</c> are used
+    /// instead of the configs inferred from tensor shapes. Needed for the tokenizer, which a single file does not carry.
+    /// </summary>
+    public string? ConfigDirectory { get; init; }
+
+    /// <summary>Decode the VAE one image at a time (less memory for batches).</summary>
+    public bool VaeSlicing { get; init; }
+
+    /// <summary>Decode the VAE in overlapping tiles (less memory for large images).</summary>
+    public bool VaeTiling { get; init; }
+
+    /// <summary>Where libtorch comes from.</summary>
+    public TorchRuntimeOptions? Runtime { get; init; }
+
+    /// <summary>Receives warnings (such as a truncated prompt) and load information.</summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+}

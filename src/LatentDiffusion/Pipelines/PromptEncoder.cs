@@ -1,0 +1,21 @@
+using LatentDiffusion.Abstractions;
+using LatentDiffusion.Text;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Pipelines;
+
+/// <summary>Prompt text to the context the UNet attends to, as the reference's <c>encode_prompt</c> does it.</summary>
+internal sealed class PromptEncoder(ClipTokenizer tokenizer, ITextEncoder textEncoder, ILogger logger)
+{
+    /// <summary>Encodes one prompt, warning when it was cut at the tokenizer's length.</summary>
+    public Tensor Encode(string prompt, int clipSkip)
+    {
+        var tokens = tokenizer.EncodePadded(prompt, textEncoder.MaxPositions);
+        if (tokens.Truncated)
+            logger.LogWarning("The prompt is longer than {Max} tokens; this part was dropped: \"{Dropped}\"", textEncoder.MaxPositions, tokens.DroppedText);
+        using var ids = tensor(tokens.Ids.Select(i => (long)i).ToArray(), new long[] { 1, tokens.Ids.Length }, ScalarType.Int64);
+        using var onDevice = ids.to(textEncoder.Device);
+        return textEncoder.Encode(onDevice, clipSkip);
+    }
+}

@@ -1,0 +1,176 @@
+using LatentDiffusion.Pipelines;
+using Microsoft.Extensions.Logging;
+using NUnit.Framework;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Tests.Pipelines;
+
+public class PipelineBehaviourTests
+{
+    private static StableDiffusionPipeline Sd15 => TinyModels.Get("tiny-sd15");
+
+    private static readonly GenerationOptions Quick = new() { Steps = 2, Seed = 1, Width = 64, Height = 64 };
+
+    private sealed class Recorder<T> : IProgress<T>
+    {
+        public List<T> Items { get; } = new();
+        public void Report(T value) => Items.Add(value);
+    }
+
+    [Test]
+    public void ReportsEveryStepInOrder()
+    {
+        var progress = new Recorder<DiffusionProgress>();
+        // The model's PNDM (PLMS) scheduler runs steps + 1 model evaluations, as the reference's progress bar counts them.
+        using var _ = Sd15.Generate("a cat", Quick with { Steps = 3 }, progress);
+        Assert.That(progress.Items.Select(p => p.Step), Is.EqualTo(new[] { 1, 2, 3, 4 }));
+        Assert.That(progress.Items.Select(p => p.TotalSteps), Is.All.EqualTo(4));
+        Assert.That(progress.Items.Select(p => p.Elapsed), Is.Ordered);
+    }
+
+    [Test]
+    public void CancellationBetweenStepsThrowsAndLeaksNothing()
+    {
+        using var cts = new CancellationTokenSource();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        var options = Quick with { Steps = 5, OnStep = a => { if (a.Step == 2) cts.Cancel(); return null; } };
+        Assert.Throws<OperationCanceledException>(() => Sd15.Generate("a cat", options, null, cts.Token));
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(before), "tensors left alive after cancellation");
+    }
+
+    [Test]
+    public async Task CancelledTokenCancelsTheTask()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.That(async () => await Sd15.GenerateAsync("a cat", Quick, null, cts.Token), Throws.InstanceOf<OperationCanceledException>());
+        await Task.CompletedTask;
+    }
+
+    [Test]
+    public void StepCallbackCanReplaceTheLatents()
+    {
+        // Zero latents at the last step: the image must be the VAE's decoding of zeros.
+        var options = Quick with { OnStep = a => a.Step == a.TotalSteps ? zeros_like(a.Latents) : null };
+        using var result = Sd15.Generate("a cat", options);
+        using var z = zeros(1, 4, 8, 8);
+        using var decoded = Sd15.Vae.Decode(z);
+        using var expected = ImageConversion.ToPixels(decoded);
+        AssertTensor.MaxAbsClose(result.Pixels, expected, 1e-6, "decode of zero latents");
+    }
+
+    [Test]
+    public void CallerLatentsEqualTheSeededDraw()
+    {
+        using var seeded = Sd15.Generate("a cat", Quick with { Seed = 9 });
+        using var g = new Generator(9);
+        using var noise = randn(new long[] { 1, 4, 8, 8 }, generator: g);
+        using var given = Sd15.Generate("a cat", Quick with { Seed = 123, Latents = noise });
+        AssertTensor.MaxAbsClose(given.Pixels, seeded.Pixels, 0, "latents = the seed's randn");
+    }
+
+    [Test]
+    public void PromptEmbeddingsEqualThePrompt()
+    {
+        using var fromText = Sd15.Generate("a red circle", Quick);
+        var ids = Sd15.Tokenizer.EncodePadded("a red circle", 77).Ids.Select(i => (long)i).ToArray();
+        using var idTensor = tensor(ids, new long[] { 1, 77 });
+        using var embeds = Sd15.TextEncoder.Encode(idTensor);
+        using var fromEmbeds = Sd15.Generate("", Quick with { PromptEmbeddings = embeds });
+        AssertTensor.MaxAbsClose(fromEmbeds.Pixels, fromText.Pixels, 0, "prompt embeddings");
+    }
+
+    [Test]
+    public void SeveralImagesPerPromptAreDistinctAndReturnLatents()
+    {
+        using var result = Sd15.Generate("a cat", Quick with { ImagesPerPrompt = 2, ReturnLatents = true });
+        Assert.That(result.Images, Has.Count.EqualTo(2));
+        Assert.That(result.Latents!.shape, Is.EqualTo(new long[] { 2, 4, 8, 8 }));
+        Assert.That((result.Pixels[0] - result.Pixels[1]).abs().max().item<float>(), Is.GreaterThan(1e-3f));
+        Assert.That(result.Images[0].Width, Is.EqualTo(64));
+    }
+
+    [Test]
+    public void SameSeedSameImage()
+    {
+        using var a = Sd15.Generate("a cat", Quick with { Seed = 5 });
+        using var b = Sd15.Generate("a cat", Quick with { Seed = 5 });
+        AssertTensor.MaxAbsClose(a.Pixels, b.Pixels, 0, "same seed");
+        Assert.That(a.Seed, Is.EqualTo(5));
+    }
+
+    [Test]
+    public void MemoryStaysFlatOverOneHundredGenerations()
+    {
+        // Count live native tensors on this thread: every generation must release everything but its result.
+        using (Sd15.Generate("warm up", Quick)) { }
+        long baseline = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 0; i < 100; i++)
+        {
+            using var r = Sd15.Generate("a small red circle", Quick with { Seed = i, Steps = 1, GuidanceScale = 2 });
+        }
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(baseline), "live tensors grew over 100 generations");
+    }
+
+    [Test]
+    public async Task WarnsWhenThePromptIsTruncated()
+    {
+        var log = new ListLogger();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(new ListLoggerProvider(log)));
+        await using var pipeline = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sd15"), new PipelineOptions { LoggerFactory = factory });
+        string prompt = string.Join(" ", Enumerable.Repeat("cat", 80)) + " zebra";
+        using var _ = pipeline.Generate(prompt, Quick with { Steps = 1 });
+        Assert.That(log.Messages, Has.Some.Contains("zebra").And.Contains("77"));
+    }
+
+    [TestCase(0, 64, 64, 0.5, TestName = "steps 0")]
+    [TestCase(2, 100, 64, 0.5, TestName = "width not a multiple of 8")]
+    [TestCase(2, 64, 0, 0.5, TestName = "height 0")]
+    [TestCase(2, 64, 100000, 0.5, TestName = "height absurdly large")]
+    public void RejectsBadOptions(int steps, int width, int height, double strength)
+    {
+        var options = new GenerationOptions { Steps = steps, Width = width, Height = height, Strength = strength };
+        Assert.That(() => Sd15.Generate("a cat", options), Throws.InstanceOf<ArgumentException>());
+    }
+
+    [TestCase(-0.1)]
+    [TestCase(1.5)]
+    [TestCase(double.NaN)]
+    public void RejectsStrengthOutsideZeroToOne(double strength)
+    {
+        using var image = new Image<Rgb24>(64, 64);
+        Assert.That(() => Sd15.Generate("a cat", Quick with { InitImage = image, Strength = strength }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
+    [Test]
+    public void RejectsANullPrompt()
+        => Assert.That(() => Sd15.Generate(null!, Quick), Throws.InstanceOf<ArgumentNullException>());
+
+    [Test]
+    public void ImageToImageWithStrengthZeroReturnsTheEncodedImage()
+    {
+        using var image = new Image<Rgb24>(64, 64, new Rgb24(200, 30, 30));
+        using var result = Sd15.Generate("a cat", Quick with { InitImage = image, Strength = 0 });
+        Assert.That(result.Images[0].Width, Is.EqualTo(64));
+    }
+
+    private sealed class ListLogger : ILogger
+    {
+        public List<string> Messages { get; } = new();
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (Messages) Messages.Add(formatter(state, exception));
+        }
+    }
+
+    private sealed class ListLoggerProvider(ListLogger logger) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => logger;
+        public void Dispose() { }
+    }
+}
