@@ -3,6 +3,7 @@ using LatentDiffusion.Abstractions;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
+using LatentDiffusion.UNet;
 using LatentDiffusion.Loading;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -122,7 +123,10 @@ public sealed class StableDiffusionPipeline : IPipeline
             latents = PrepareImageLatents(options, perPrompt, device, dtype, generator, run, timesteps);
         }
 
-        // 3. Denoise.
+        // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
+        // keys and values are projected once for the whole generation.
+        var deviceTimesteps = tensor(timesteps.Select(v => (float)v).ToArray(), ScalarType.Float32).to(device);
+        using var kvCache = CrossAttentionCache.Begin();
         for (int i = 0; i < timesteps.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -131,8 +135,7 @@ public sealed class StableDiffusionPipeline : IPipeline
             {
                 var modelInput = guidance ? cat([latents, latents], 0) : latents;
                 var scaled = run.ScaleModelInput(modelInput, t);
-                using var tTensor = tensor(t, ScalarType.Float32, device);
-                var noisePred = UNet.Forward(scaled, tTensor, context);
+                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context);
                 if (guidance)
                 {
                     var halves = noisePred.chunk(2, 0);

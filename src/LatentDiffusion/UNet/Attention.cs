@@ -74,7 +74,9 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor hidden, Tensor? context)
     {
         using var scope = NewDisposeScope();
-        var (key, value) = ProjectKeyValue(context ?? hidden);
+        var (key, value) = context is not null && CrossAttentionCache.Current is { } cache
+            ? cache.GetOrAdd(this, context, ProjectKeyValue)
+            : ProjectKeyValue(context ?? hidden);
         return Attend(hidden, key, value).MoveToOuterDisposeScope();
     }
 
