@@ -37,6 +37,7 @@ run_ref --steps 50 --dtype float16 --batch 1
 run_ours --steps 50 --batch 1 --dtype float16
 echo "== the rest"
 run_ours --steps 20,50 --batch 1,4 --dtype float16,bfloat16 --runs 3
-for s in 20 50; do for b in 1 4; do [ "$s$b" = "501" ] || run_ref --steps $s --dtype float16 --batch $b; done; done
+run_ref --steps 20 --dtype float16 --batch 1
+run_ref --steps 50 --dtype float16 --batch 4
 run_ref --steps 50 --dtype bfloat16 --batch 1
 echo "== summary"; cat "$OUT/results.txt"
