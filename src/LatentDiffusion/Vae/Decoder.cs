@@ -45,11 +45,8 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
-        var x = conv_in.forward(input);
-        x = mid_block.forward(x);
-        foreach (var block in up_blocks) x = block.forward(x);
-        x = conv_out.forward(nn.functional.silu(conv_norm_out.forward(x)));
-        return x.MoveToOuterDisposeScope();
+        var x = conv_in.forward(input).Then(mid_block.forward, input);
+        foreach (var block in up_blocks) x = x.Then(block.forward, input);
+        return x.Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
     }
 }

@@ -27,10 +27,9 @@ internal sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var x = input;
-        foreach (var resnet in resnets) x = resnet.forward(x);
-        if (downsamplers is not null) foreach (var down in downsamplers) x = down.forward(x);
-        return x.MoveToOuterDisposeScope();
+        foreach (var resnet in resnets) x = x.Then(resnet.forward, input);
+        if (downsamplers is not null) foreach (var down in downsamplers) x = x.Then(down.forward, input);
+        return ReferenceEquals(x, input) ? x.alias() : x;
     }
 }

@@ -48,11 +48,8 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var x = conv_in.forward(input);
-        foreach (var block in down_blocks) x = block.forward(x);
-        x = mid_block.forward(x);
-        x = conv_out.forward(nn.functional.silu(conv_norm_out.forward(x)));
-        return x.MoveToOuterDisposeScope();
+        foreach (var block in down_blocks) x = x.Then(block.forward, input);
+        return x.Then(mid_block.forward, input).Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
     }
 }

@@ -37,11 +37,16 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
-        var h = conv1.forward(nn.functional.silu(norm1.forward(input)));
-        h = conv2.forward(nn.functional.silu(norm2.forward(h)));
-        var shortcut = conv_shortcut is null ? input : conv_shortcut.forward(input);
+        // Each intermediate is released as soon as it is consumed (see Eager).
+        var h = norm1.forward(input)
+            .Then(Eager.Silu, input)
+            .Then(conv1.forward, input)
+            .Then(norm2.forward, input)
+            .Then(Eager.Silu, input)
+            .Then(conv2.forward, input);
         // output_scale_factor is 1 everywhere in the autoencoder, so the sum is not rescaled.
-        return (shortcut + h).MoveToOuterDisposeScope();
+        if (conv_shortcut is null) return h.Then(x => x.add_(input), input);
+        using var shortcut = conv_shortcut.forward(input);
+        return h.add_(shortcut);
     }
 }

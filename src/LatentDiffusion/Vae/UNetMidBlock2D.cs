@@ -31,10 +31,8 @@ internal sealed class UNetMidBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var x = resnets[0].forward(input);
-        if (attentions is not null) x = attentions[0].forward(x);
-        x = resnets[1].forward(x);
-        return x.MoveToOuterDisposeScope();
+        if (attentions is not null) x = x.Then(attentions[0].forward, input);
+        return x.Then(resnets[1].forward, input);
     }
 }

@@ -27,10 +27,9 @@ internal sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        using var scope = NewDisposeScope();
         var x = input;
-        foreach (var resnet in resnets) x = resnet.forward(x);
-        if (upsamplers is not null) foreach (var up in upsamplers) x = up.forward(x);
-        return x.MoveToOuterDisposeScope();
+        foreach (var resnet in resnets) x = x.Then(resnet.forward, input);
+        if (upsamplers is not null) foreach (var up in upsamplers) x = x.Then(up.forward, input);
+        return ReferenceEquals(x, input) ? x.alias() : x;
     }
 }
