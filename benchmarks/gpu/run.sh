@@ -32,7 +32,7 @@ python3 .gpu/shared/make_sd15_random.py $W/sd15 --tokenizer .gpu/shared/tokenize
 $W/apps/ldm/ldm generate --model $W/sd15 --prompt "a cat" --steps 20 --device cuda --dtype float16 --seed 1 --output "$OUT/sd15-fp16.png" --overwrite 2>&1 | tail -2
 
 run_ref() { timeout 120 python3 .gpu/shared/diffusers_baseline.py $W/sd15 "$@" 2>>"$OUT/ref.err" | grep RESULT | tee -a "$OUT/results.txt"; }
-run_ours() { timeout 300 $W/apps/bench/LatentDiffusion.Benchmarks gpu $W/sd15 "$@" 2>&1 | tee -a "$OUT/ours.log" | grep -E "RESULT|note" | tee -a "$OUT/results.txt"; }
+run_ours() { timeout 300 $W/apps/bench/LatentDiffusion.Benchmarks gpu $W/sd15 "$@" 2>&1 | tee -a "$OUT/ours.log" | grep -E "RESULT|note|GCs" | tee -a "$OUT/results.txt"; }
 echo "== headline: float16 512px 50 steps batch 1"
 run_ref --steps 50 --dtype float16 --batch 1
 run_ours --steps 50 --batch 1 --dtype float16

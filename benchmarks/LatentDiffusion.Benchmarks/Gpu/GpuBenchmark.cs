@@ -50,11 +50,13 @@ internal static class GpuBenchmark
                 }
                 Once();
                 memory?.ResetPeak(0);
+                int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
                 var times = Enumerable.Range(0, runs).Select(_ => Once()).OrderBy(t => t).ToArray();
                 double median = times[times.Length / 2];
                 string peak = memory is null ? "n/a" : $"{memory.PeakBytes(0) / (double)(1L << 30):F2} GiB";
                 Console.WriteLine(FormattableString.Invariant(
                     $"RESULT latentdiffusion {dtypeName} {size}px steps={n} batch={batch}: {median:F3} s/run (min {times[0]:F3} max {times[^1]:F3}), {n / median:F2} it/s, peak {peak}"));
+                Console.WriteLine($"  .NET GCs during the timed runs: gen0 {GC.CollectionCount(0) - gc0}, gen2 {GC.CollectionCount(2) - gc2}");
             }
         }
         return 0;

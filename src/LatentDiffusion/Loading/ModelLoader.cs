@@ -18,6 +18,8 @@ internal static class ModelLoader
     public static StableDiffusionPipeline Load(string path, PipelineOptions options, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        // Components combine folder and file names; a full path keeps a relative model path from being applied twice.
+        path = Path.GetFullPath(path);
         var logger = options.LoggerFactory?.CreateLogger("LatentDiffusion.Loading") ?? (ILogger)NullLogger.Instance;
         TorchRuntime.EnsureInitialized(options.Runtime, logger);
         var device = DeviceSpec.Parse(options.Device);

@@ -100,7 +100,9 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0];
-        var query = SplitHeads(_toQ.forward(hidden));
+        // Views keep their base alive: the projections and views are freed explicitly once attention has used them.
+        using var projectedQuery = _toQ.forward(hidden);
+        var query = SplitHeads(projectedQuery);
         if (key.shape[0] != batch)
         {
             key = key.expand(batch, -1, -1, -1);
@@ -112,7 +114,12 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
             attended = nn.functional.scaled_dot_product_attention(query.to(ScalarType.Float32), key.to(ScalarType.Float32), value.to(ScalarType.Float32)).to(dtype);
         else
             attended = nn.functional.scaled_dot_product_attention(query, key, value);
-        var merged = attended.transpose(1, 2).reshape(batch, -1, Heads * HeadDim);
+        query.Dispose();
+        projectedQuery.Dispose();
+        Tensor merged;
+        using (var headsLast = attended.transpose(1, 2)) merged = headsLast.reshape(batch, -1, Heads * HeadDim);
+        attended.Dispose();
+        using var _ = merged;
         return _toOut.forward(merged).MoveToOuterDisposeScope();
     }
 

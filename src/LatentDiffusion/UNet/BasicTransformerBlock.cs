@@ -62,10 +62,17 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary><paramref name="hidden"/> <c>[b, n, dim]</c> attending to <paramref name="context"/> <c>[b, m, crossAttentionDim]</c>.</summary>
     public override Tensor forward(Tensor hidden, Tensor? context)
     {
-        using var scope = NewDisposeScope();
-        var h = _attn1.forward(_norm1.forward(hidden), _onlyCrossAttention ? context : null).add_(hidden);
-        h = _attn2.forward(_norm2.forward(h), context).add_(h);
-        h = _ff.forward(_norm3.forward(h)).add_(h);
-        return h.MoveToOuterDisposeScope();
+        // Each normalised input and each superseded residual is freed as soon as it is used (peak memory at batch 4+).
+        Tensor h;
+        using (var n = _norm1.forward(hidden)) h = _attn1.forward(n, _onlyCrossAttention ? context : null).add_(hidden);
+        using (var n = _norm2.forward(h)) h = Replace(h, _attn2.forward(n, context).add_(h));
+        using (var n = _norm3.forward(h)) h = Replace(h, _ff.forward(n).add_(h));
+        return h;
+    }
+
+    private static Tensor Replace(Tensor old, Tensor next)
+    {
+        if (!ReferenceEquals(old, next)) old.Dispose();
+        return next;
     }
 }

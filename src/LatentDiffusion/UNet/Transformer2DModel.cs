@@ -69,12 +69,26 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = NewDisposeScope();
         long b = input.shape[0], c = input.shape[1], height = input.shape[2], width = input.shape[3];
-        var h = _norm.forward(input);
-        if (_useLinearProjection)
-            h = _projIn.forward(h.permute(0, 2, 3, 1).reshape(b, height * width, c));
-        else
-            h = _projIn.forward(h).permute(0, 2, 3, 1).reshape(b, height * width, _innerDim);
-        foreach (var block in _blocks) h = block.forward(h, context);
+        Tensor h;
+        using (var normed = _norm.forward(input))
+        {
+            if (_useLinearProjection)
+            {
+                using var tokens = normed.permute(0, 2, 3, 1).reshape(b, height * width, c);
+                h = _projIn.forward(tokens);
+            }
+            else
+            {
+                using var projected = _projIn.forward(normed);
+                h = projected.permute(0, 2, 3, 1).reshape(b, height * width, _innerDim);
+            }
+        }
+        foreach (var block in _blocks)
+        {
+            var next = block.forward(h, context);
+            h.Dispose();
+            h = next;
+        }
         if (_useLinearProjection)
             h = _projOut.forward(h).reshape(b, height, width, c).permute(0, 3, 1, 2).contiguous();
         else

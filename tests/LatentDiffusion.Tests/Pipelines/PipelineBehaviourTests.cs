@@ -116,6 +116,17 @@ public class PipelineBehaviourTests
     }
 
     [Test]
+    public async Task LoadsFromARelativePath()
+    {
+        string relative = Path.GetRelativePath(Environment.CurrentDirectory, Fixtures.PathOf("tiny-sd15"));
+        Assume.That(Path.IsPathRooted(relative), Is.False);
+        await using var pipeline = await StableDiffusionPipeline.LoadAsync(relative);
+        using var fromRelative = pipeline.Generate("a cat", Quick);
+        using var fromShared = Sd15.Generate("a cat", Quick);
+        AssertTensor.MaxAbsClose(fromRelative.Pixels, fromShared.Pixels, 0, "same model through a relative path");
+    }
+
+    [Test]
     public async Task WarnsWhenThePromptIsTruncated()
     {
         var log = new ListLogger();
