@@ -1,3 +1,4 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -25,7 +26,7 @@ internal sealed class AttentionBlock : nn.Module<Tensor, Tensor>
         if (headDim <= 0 || channels % headDim != 0)
             throw new ArgumentException($"Attention over {channels} channels cannot be split into heads of {headDim}.", nameof(headDim));
         _heads = channels / headDim;
-        group_norm = nn.GroupNorm(groups, channels, eps, affine: true, device: device, dtype: dtype);
+        group_norm = GroupNormalization.Create(groups, channels, eps, device, dtype);
         to_q = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
         to_k = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);
         to_v = nn.Linear(channels, channels, hasBias: true, device: device, dtype: dtype);

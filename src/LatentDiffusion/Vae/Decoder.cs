@@ -1,3 +1,4 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -33,7 +34,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
             blocks[i] = new UpDecoderBlock2D(previous, output, config.LayersPerBlock + 1, addUpsample: i != reversed.Length - 1, groups, eps, device, dtype);
         }
         up_blocks = nn.ModuleList(blocks);
-        conv_norm_out = nn.GroupNorm(groups, reversed[^1], eps, affine: true, device: device, dtype: dtype);
+        conv_norm_out = GroupNormalization.Create(groups, reversed[^1], eps, device, dtype);
         conv_out = nn.Conv2d(reversed[^1], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv_in", conv_in);
         register_module("mid_block", mid_block);

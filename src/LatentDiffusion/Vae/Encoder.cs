@@ -1,3 +1,4 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -35,7 +36,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
         }
         down_blocks = nn.ModuleList(blocks);
         mid_block = new UNetMidBlock2D(channels[^1], config.MidBlockAddAttention, groups, NormEps, device, dtype);
-        conv_norm_out = nn.GroupNorm(groups, channels[^1], NormEps, affine: true, device: device, dtype: dtype);
+        conv_norm_out = GroupNormalization.Create(groups, channels[^1], NormEps, device, dtype);
         // Twice the latent channels: mean and log-variance of the diagonal Gaussian posterior.
         conv_out = nn.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv_in", conv_in);

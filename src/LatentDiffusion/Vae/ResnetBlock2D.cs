@@ -1,3 +1,4 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -19,9 +20,9 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor>
     /// <summary>Builds the block on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
     public ResnetBlock2D(int inChannels, int outChannels, int groups, double eps, Device device, ScalarType dtype) : base(nameof(ResnetBlock2D))
     {
-        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true, device: device, dtype: dtype);
+        norm1 = GroupNormalization.Create(groups, inChannels, eps, device, dtype);
         conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        norm2 = nn.GroupNorm(groups, outChannels, eps, affine: true, device: device, dtype: dtype);
+        norm2 = GroupNormalization.Create(groups, outChannels, eps, device, dtype);
         conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("norm1", norm1);
         register_module("conv1", conv1);

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Runtime;
 
 /// <summary>Group normalisation layers with their parameters in a defined state.</summary>
 internal static class GroupNormalization
