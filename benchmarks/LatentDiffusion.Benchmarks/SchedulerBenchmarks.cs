@@ -32,6 +32,8 @@ public class SchedulerBenchmarks
     [GlobalSetup]
     public void Setup()
     {
+        // BenchmarkDotNet runs each job in its own process, whose entry point is not Program.Main.
+        LatentDiffusion.Runtime.TorchRuntime.EnsureInitialized();
         var config = SchedulerConfig.Parse("""
             {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
              "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}
