@@ -2,8 +2,10 @@ using BenchmarkDotNet.Running;
 using LatentDiffusion.Benchmarks.Gpu;
 using LatentDiffusion.Runtime;
 
-// `gpu MODEL_DIR ...` is the console timing mode for the GPU machine; anything else goes to BenchmarkDotNet.
+// `gpu MODEL_DIR ...` is the console timing mode for the GPU machine, `shapes-eval MODEL_DIR` the built-in model's
+// accuracy benchmark; anything else goes to BenchmarkDotNet.
 if (args.Length > 0 && args[0] == "gpu") return GpuBenchmark.Run(args[1..]);
+if (args.Length > 0 && args[0] == "shapes-eval") return LatentDiffusion.Benchmarks.ShapesEvaluationMode.Run(args[1..]);
 TorchRuntime.EnsureInitialized();
 BenchmarkSwitcher.FromAssembly(typeof(GpuBenchmark).Assembly).Run(args);
 return 0;

@@ -4,6 +4,7 @@ using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
+using LatentDiffusion.Vae;
 using LatentDiffusion.Loading;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -27,7 +28,7 @@ public sealed class StableDiffusionPipeline : IPipeline
 
     private readonly PromptEncoder _promptEncoder;
     private readonly ILogger _logger;
-    private readonly bool _vaeSlicing, _vaeTiling, _vaeUpcast;
+    private readonly bool _vaeSlicing;
     private bool _disposed;
 
     /// <summary>Composes a pipeline from components (each may be replaced by another implementation); the pipeline takes ownership of them.</summary>
@@ -42,8 +43,12 @@ public sealed class StableDiffusionPipeline : IPipeline
         _logger = options.LoggerFactory?.CreateLogger<StableDiffusionPipeline>() ?? (ILogger)NullLogger.Instance;
         _promptEncoder = new PromptEncoder(tokenizer, textEncoder, _logger);
         _vaeSlicing = options.VaeSlicing;
-        _vaeTiling = options.VaeTiling;
-        _vaeUpcast = vae.DType != UNet.DType;
+        if (vae is AutoencoderKL kl)
+        {
+            // The autoencoder slices and tiles itself, with the reference's triggers (tiles only above its tile size).
+            kl.UseSlicing |= options.VaeSlicing;
+            kl.UseTiling |= options.VaeTiling;
+        }
         if (textEncoder.HiddenSize != unet.CrossAttentionDim)
             throw new ArgumentException($"The text encoder's hidden size ({textEncoder.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim}).");
     }
@@ -230,8 +235,7 @@ public sealed class StableDiffusionPipeline : IPipeline
     private Tensor DecodeLatents(Tensor latents)
     {
         var z = (latents / Vae.ScalingFactor).to(Vae.DType);
-        if (_vaeTiling && Vae is Vae.AutoencoderKL tiled) return tiled.DecodeTiled(z);
-        if (_vaeSlicing && z.shape[0] > 1)
+        if (_vaeSlicing && Vae is not AutoencoderKL && z.shape[0] > 1)
             return cat(Enumerable.Range(0, (int)z.shape[0]).Select(i => Vae.Decode(z[i..(i + 1)])).ToArray(), 0);
         return Vae.Decode(z);
     }

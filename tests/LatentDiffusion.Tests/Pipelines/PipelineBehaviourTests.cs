@@ -116,6 +116,18 @@ public class PipelineBehaviourTests
     }
 
     [Test]
+    public async Task VaeSlicingAndTilingOptionsKeepThePicture()
+    {
+        using var plain = Sd15.Generate("a cat", Quick with { ImagesPerPrompt = 2 });
+        await using var sliced = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sd15"), new PipelineOptions { VaeSlicing = true, VaeTiling = true });
+        Assert.That(((LatentDiffusion.Vae.AutoencoderKL)sliced.Vae).UseSlicing, Is.True);
+        Assert.That(((LatentDiffusion.Vae.AutoencoderKL)sliced.Vae).UseTiling, Is.True);
+        using var result = sliced.Generate("a cat", Quick with { ImagesPerPrompt = 2 });
+        // Slicing only changes the convolutions' batch size; 64x64 is below the tile size, so tiling does not start.
+        AssertTensor.MaxAbsClose(result.Pixels, plain.Pixels, 1e-4, "sliced decode");
+    }
+
+    [Test]
     public async Task LoadsFromARelativePath()
     {
         string relative = Path.GetRelativePath(Environment.CurrentDirectory, Fixtures.PathOf("tiny-sd15"));
