@@ -158,3 +158,19 @@ public class DiffusionTrainerTests
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
     }
 }
+
+public class DiffusionTrainerTiming
+{
+    [Test, Explicit("timing only: UNet [64, 128], one layer per block, 16x16 latents, batch 32")]
+    public void MeasureStepTime()
+    {
+        using var m = new TinyTrainingModels(unetChannels: [64, 128]);
+        using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler, new DiffusionTrainingOptions());
+        using var batch = ShapesDataset.Batch(seed: 1, step: 0, batchSize: 32, imageSize: 32);
+        trainer.Step(batch.Images, batch.Captions);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        const int steps = 3;
+        for (int i = 0; i < steps; i++) trainer.Step(batch.Images, batch.Captions);
+        TestContext.Out.WriteLine($"step time: {clock.Elapsed.TotalMilliseconds / steps:F0} ms (torch threads {TorchSharp.torch.get_num_threads()})");
+    }
+}
