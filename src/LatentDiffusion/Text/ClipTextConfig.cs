@@ -54,6 +54,38 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
         return result;
     }
 
+    /// <summary>
+    /// The config as transformers writes <c>text_encoder/config.json</c> for a <c>CLIPTextModel</c> (<c>architectures</c>,
+    /// <c>model_type</c> <c>clip_text_model</c>), loadable by transformers and by <see cref="FromJson"/>.
+    /// </summary>
+    /// <param name="bosTokenId">The tokenizer's start token id.</param>
+    /// <param name="eosTokenId">The tokenizer's end token id (transformers pools the output at it).</param>
+    /// <param name="padTokenId">The tokenizer's pad token id.</param>
+    /// <param name="dtype">The dtype the weights are saved in, as transformers names it (<c>float32</c>, <c>float16</c>, ...).</param>
+    public System.Text.Json.Nodes.JsonObject ToJson(int bosTokenId = 49406, int eosTokenId = 49407, int padTokenId = 49407, string dtype = "float32")
+        => new()
+        {
+            ["architectures"] = new System.Text.Json.Nodes.JsonArray("CLIPTextModel"),
+            ["attention_dropout"] = 0.0,
+            ["bos_token_id"] = bosTokenId,
+            ["dropout"] = 0.0,
+            ["eos_token_id"] = eosTokenId,
+            ["hidden_act"] = HiddenAct == ClipActivation.Gelu ? "gelu" : "quick_gelu",
+            ["hidden_size"] = HiddenSize,
+            ["initializer_factor"] = 1.0,
+            ["initializer_range"] = 0.02,
+            ["intermediate_size"] = IntermediateSize,
+            ["layer_norm_eps"] = LayerNormEps,
+            ["max_position_embeddings"] = MaxPositionEmbeddings,
+            ["model_type"] = "clip_text_model",
+            ["num_attention_heads"] = NumAttentionHeads,
+            ["num_hidden_layers"] = NumHiddenLayers,
+            ["pad_token_id"] = padTokenId,
+            ["projection_dim"] = HiddenSize,
+            ["torch_dtype"] = dtype,
+            ["vocab_size"] = VocabSize,
+        };
+
     private static int Required(JsonConfig config, string key)
     {
         if (!config.Has(key)) throw new InvalidDataException($"Config '{config.Source}': required key '{key}' is missing (a CLIP text encoder config needs it).");

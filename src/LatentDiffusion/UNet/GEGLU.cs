@@ -32,7 +32,9 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var halves = _proj.forward(input).chunk(2, -1);
         // Exact (erf) GELU, as the reference; computed into a new tensor, then gated in place.
-        var gated = nn.functional.gelu(halves[1]).mul_(halves[0]);
+        var gate = nn.functional.gelu(halves[1]);
+        // In place only without autograd: the product's backward needs the gate's values.
+        var gated = gate.requires_grad && is_grad_enabled() ? gate * halves[0] : gate.mul_(halves[0]);
         return gated.MoveToOuterDisposeScope();
     }
 }

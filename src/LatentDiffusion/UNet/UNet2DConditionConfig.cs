@@ -192,6 +192,71 @@ public sealed record UNet2DConditionConfig
         return config;
     }
 
+    /// <summary>
+    /// The config as diffusers writes <c>unet/config.json</c> (<c>_class_name</c> <c>UNet2DConditionModel</c>, every key
+    /// <see cref="FromJson"/> reads, and the keys of the variants this library refuses set to their neutral values), so
+    /// diffusers and this library both load it. A per-block list whose entries are all equal is written as one value.
+    /// </summary>
+    public System.Text.Json.Nodes.JsonObject ToJson()
+    {
+        static System.Text.Json.Nodes.JsonNode PerBlock<T>(IReadOnlyList<T> values)
+            => values.Distinct().Count() == 1 ? System.Text.Json.Nodes.JsonValue.Create(values[0])! : new System.Text.Json.Nodes.JsonArray([.. values.Select(v => System.Text.Json.Nodes.JsonValue.Create(v))]);
+        static System.Text.Json.Nodes.JsonArray List<T>(IEnumerable<T> values) => new([.. values.Select(v => System.Text.Json.Nodes.JsonValue.Create(v))]);
+        return new System.Text.Json.Nodes.JsonObject
+        {
+            ["_class_name"] = "UNet2DConditionModel",
+            ["_diffusers_version"] = ConfigJson.DiffusersVersion,
+            ["act_fn"] = ActFn,
+            ["addition_embed_type"] = null,
+            ["addition_embed_type_num_heads"] = 64,
+            ["addition_time_embed_dim"] = null,
+            ["attention_head_dim"] = PerBlock(AttentionHeads),
+            ["attention_type"] = "default",
+            ["block_out_channels"] = List(BlockOutChannels),
+            ["center_input_sample"] = CenterInputSample,
+            ["class_embed_type"] = null,
+            ["class_embeddings_concat"] = false,
+            ["conv_in_kernel"] = ConvInKernel,
+            ["conv_out_kernel"] = ConvOutKernel,
+            ["cross_attention_dim"] = PerBlock(CrossAttentionDim),
+            ["cross_attention_norm"] = null,
+            ["down_block_types"] = List(DownBlockTypes),
+            ["downsample_padding"] = DownsamplePadding,
+            ["dropout"] = 0.0,
+            ["dual_cross_attention"] = false,
+            ["encoder_hid_dim"] = null,
+            ["encoder_hid_dim_type"] = null,
+            ["flip_sin_to_cos"] = FlipSinToCos,
+            ["freq_shift"] = FreqShift,
+            ["in_channels"] = InChannels,
+            ["layers_per_block"] = PerBlock(LayersPerBlock),
+            ["mid_block_only_cross_attention"] = null,
+            ["mid_block_scale_factor"] = MidBlockScaleFactor,
+            ["mid_block_type"] = MidBlockType,
+            ["norm_eps"] = NormEps,
+            ["norm_num_groups"] = NormNumGroups,
+            ["num_attention_heads"] = null,
+            ["num_class_embeds"] = null,
+            ["only_cross_attention"] = PerBlock(OnlyCrossAttention),
+            ["out_channels"] = OutChannels,
+            ["projection_class_embeddings_input_dim"] = null,
+            ["resnet_out_scale_factor"] = 1.0,
+            ["resnet_skip_time_act"] = false,
+            ["resnet_time_scale_shift"] = "default",
+            ["reverse_transformer_layers_per_block"] = null,
+            ["sample_size"] = SampleSize,
+            ["time_cond_proj_dim"] = TimeCondProjDim,
+            ["time_embedding_act_fn"] = TimeEmbeddingActFn,
+            ["time_embedding_dim"] = TimeEmbeddingDim,
+            ["time_embedding_type"] = "positional",
+            ["timestep_post_act"] = TimestepPostAct,
+            ["transformer_layers_per_block"] = PerBlock(TransformerLayersPerBlock),
+            ["up_block_types"] = List(UpBlockTypes),
+            ["upcast_attention"] = UpcastAttention,
+            ["use_linear_projection"] = UseLinearProjection,
+        };
+    }
+
     /// <summary>Reads and parses a <c>config.json</c> file.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="NotSupportedException">A value selects an architecture variant this library does not implement.</exception>

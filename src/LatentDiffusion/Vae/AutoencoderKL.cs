@@ -191,6 +191,31 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         return posterior;
     }
 
+    /// <summary>
+    /// <see cref="Encode"/> for training: keeps the autograd graph (no <c>no_grad</c>), no slicing or tiling. Inputs are
+    /// converted to the model's device and dtype.
+    /// </summary>
+    internal DiagonalGaussian EncodeForTraining(Tensor images)
+    {
+        using var scope = NewDisposeScope();
+        var x = Prepare(images, Config.InChannels, "images", nameof(images));
+        var h = encoder.forward(x);
+        if (quant_conv is not null) h = quant_conv.forward(h);
+        var posterior = new DiagonalGaussian(h);
+        posterior.Mean.MoveToOuterDisposeScope();
+        posterior.Std.MoveToOuterDisposeScope();
+        return posterior;
+    }
+
+    /// <summary><see cref="Decode"/> for training: keeps the autograd graph, no slicing or tiling.</summary>
+    internal Tensor DecodeForTraining(Tensor latents)
+    {
+        using var scope = NewDisposeScope();
+        var z = Prepare(latents, Config.LatentChannels, "latents", nameof(latents));
+        var h = post_quant_conv is null ? z : post_quant_conv.forward(z);
+        return decoder.forward(h).MoveToOuterDisposeScope();
+    }
+
     /// <summary>The reference's <c>forward</c>: decode the posterior mean of the encoded images.</summary>
     public override Tensor forward(Tensor images)
     {

@@ -63,6 +63,35 @@ public sealed class AutoencoderKLConfig
     /// <summary>Pixels per latent along each side: 2^(levels − 1).</summary>
     public int ScaleFactor => 1 << (BlockOutChannels.Count - 1);
 
+    /// <summary>The config as diffusers writes <c>vae/config.json</c> (<c>_class_name</c> <c>AutoencoderKL</c>), loadable by diffusers and by <see cref="FromJson"/>.</summary>
+    public System.Text.Json.Nodes.JsonObject ToJson()
+    {
+        static System.Text.Json.Nodes.JsonArray List<T>(IEnumerable<T> values) => new([.. values.Select(v => System.Text.Json.Nodes.JsonValue.Create(v))]);
+        return new System.Text.Json.Nodes.JsonObject
+        {
+            ["_class_name"] = "AutoencoderKL",
+            ["_diffusers_version"] = LatentDiffusion.Loading.ConfigJson.DiffusersVersion,
+            ["act_fn"] = ActFn,
+            ["block_out_channels"] = List(BlockOutChannels),
+            ["down_block_types"] = List(DownBlockTypes),
+            ["force_upcast"] = ForceUpcast,
+            ["in_channels"] = InChannels,
+            ["latent_channels"] = LatentChannels,
+            ["latents_mean"] = null,
+            ["latents_std"] = null,
+            ["layers_per_block"] = LayersPerBlock,
+            ["mid_block_add_attention"] = MidBlockAddAttention,
+            ["norm_num_groups"] = NormNumGroups,
+            ["out_channels"] = OutChannels,
+            ["sample_size"] = SampleSize,
+            ["scaling_factor"] = ScalingFactor,
+            ["shift_factor"] = null,
+            ["up_block_types"] = List(UpBlockTypes),
+            ["use_post_quant_conv"] = UsePostQuantConv,
+            ["use_quant_conv"] = UseQuantConv,
+        };
+    }
+
     /// <summary>Reads <c>config.json</c>.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="NotSupportedException">A value the library does not implement (the message names file, key and value).</exception>

@@ -1,0 +1,90 @@
+using LatentDiffusion.Loading;
+using LatentDiffusion.Pipelines;
+using LatentDiffusion.Text;
+using LatentDiffusion.Training;
+using LatentDiffusion.UNet;
+using LatentDiffusion.Vae;
+using NUnit.Framework;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Tests.Training;
+
+public class DiffusersPipelineWriterTests
+{
+    private static readonly GenerationOptions Quick = new() { Steps = 2, Seed = 7, Width = 64, Height = 64 };
+
+    private static string TempDir() => Path.Combine(Path.GetTempPath(), "ld-writer-" + Guid.NewGuid().ToString("N"));
+
+    private static void SaveFixture(StableDiffusionPipeline p, string dir, ScalarType? saveAs, bool overwrite = false)
+        => DiffusersPipelineWriter.Save(dir, Fixtures.PathOf("tiny-sd15", "tokenizer"), (ClipTextModel)p.TextEncoder, (UNet2DConditionModel)p.UNet,
+            (AutoencoderKL)p.Vae, p.Scheduler.Config, saveAs, overwrite);
+
+    [Test]
+    public async Task Float32RoundTripGivesIdenticalPixels()
+    {
+        using var original = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sd15"));
+        string dir = TempDir();
+        try
+        {
+            SaveFixture(original, dir, ScalarType.Float32);
+            using var reloaded = await StableDiffusionPipeline.LoadAsync(dir);
+            using var a = original.Generate("a red square", Quick);
+            using var b = reloaded.Generate("a red square", Quick);
+            Assert.That(b.Pixels.eq(a.Pixels).all().item<bool>(), Is.True, "same seed, same pixels after a float32 save and reload");
+            Assert.That(reloaded.Scheduler.ClassName, Is.EqualTo(original.Scheduler.ClassName));
+
+            // The configs keep the reference's keys and values.
+            var unetRef = JsonConfig.Load(Fixtures.PathOf("tiny-sd15", "unet") + "/config.json");
+            var unetOut = JsonConfig.Load(Path.Combine(dir, "unet", "config.json"));
+            foreach (var prop in unetRef.Root.EnumerateObject().Where(p => !p.Name.StartsWith('_')))
+                Assert.That(unetOut.Root.TryGetProperty(prop.Name, out var v) && Normalise(v.GetRawText()) == Normalise(prop.Value.GetRawText()), Is.True, $"unet key {prop.Name}");
+            using var te = SafetensorsFile.Open(Path.Combine(dir, "text_encoder", "model.safetensors"));
+            using var teRef = SafetensorsFile.Open(Fixtures.PathOf("tiny-sd15", "text_encoder") + "/model.safetensors");
+            Assert.That(te.Entries.Keys.Order(), Is.EqualTo(teRef.Entries.Keys.Where(k => k != "text_model.embeddings.position_ids").Order()));
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
+
+    private static string Normalise(string json) => json.ToLowerInvariant().Replace(".0", "").Replace(" ", "").Replace("\n", "").Replace("\r", "");
+
+    [Test]
+    public async Task Float16SaveWritesHalfTensorsAndReloads()
+    {
+        var original = Pipelines.TinyModels.Get("tiny-sd15");
+        string dir = TempDir();
+        try
+        {
+            SaveFixture(original, dir, ScalarType.Float16);
+            foreach (var file in new[] { "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors" })
+            {
+                using var f = SafetensorsFile.Open(Path.Combine(dir, file));
+                Assert.That(f.Entries.Values.Select(e => e.DType).Distinct(), Is.EqualTo(new[] { "F16" }), file);
+            }
+            using var reloaded = await StableDiffusionPipeline.LoadAsync(dir);
+            using var a = original.Generate("a red square", Quick);
+            using var b = reloaded.Generate("a red square", Quick);
+            // The fixture's weights are float16 on disk, so a float16 save loses nothing.
+            Assert.That(b.Pixels.eq(a.Pixels).all().item<bool>(), Is.True);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void RefusesToOverwriteANonEmptyFolderUnlessAsked()
+    {
+        var original = Pipelines.TinyModels.Get("tiny-sd15");
+        string dir = TempDir();
+        try
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "keep.txt"), "x");
+            Assert.Throws<IOException>(() => SaveFixture(original, dir, ScalarType.Float16));
+            Assert.That(File.Exists(Path.Combine(dir, "keep.txt")), Is.True);
+            SaveFixture(original, dir, ScalarType.Float16, overwrite: true);
+            Assert.That(File.Exists(Path.Combine(dir, "keep.txt")), Is.False);
+            Assert.That(File.Exists(Path.Combine(dir, "model_index.json")), Is.True);
+            Assert.That(Directory.GetDirectories(Path.GetDirectoryName(dir)!, Path.GetFileName(dir) + ".tmp-*"), Is.Empty);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
+}
