@@ -131,6 +131,37 @@ public sealed class DiffusionTrainer : IDisposable
         ArgumentNullException.ThrowIfNull(captions);
         if (images.dim() != 4 || images.shape[0] != captions.Count)
             throw new ArgumentException($"Expected images [batch, 3, H, W] with one caption each; got [{string.Join(", ", images.shape)}] and {captions.Count} captions.");
+        return StepCore(captions, generator =>
+        {
+            using var posterior = _vae.Encode(images);
+            var z = _options.SampleLatents ? posterior.Sample(generator) : posterior.Mean.alias();
+            return (z * _vae.ScalingFactor).to(ScalarType.Float32, CPU);
+        });
+    }
+
+    /// <summary>
+    /// One optimisation step on images already encoded by the frozen VAE: their posterior means and standard deviations
+    /// (unscaled, <c>[batch, C, h, w]</c>), for example from a bank encoded once before training. Draws and results are
+    /// those of <see cref="Step(Tensor, IReadOnlyList{string})"/> on the images themselves.
+    /// </summary>
+    public float Step(Tensor posteriorMean, Tensor posteriorStd, IReadOnlyList<string> captions)
+    {
+        ArgumentNullException.ThrowIfNull(posteriorMean);
+        ArgumentNullException.ThrowIfNull(posteriorStd);
+        ArgumentNullException.ThrowIfNull(captions);
+        if (posteriorMean.dim() != 4 || posteriorMean.shape[0] != captions.Count || !posteriorMean.shape.SequenceEqual(posteriorStd.shape))
+            throw new ArgumentException($"Expected posterior mean and std [batch, C, h, w] with one caption each; got [{string.Join(", ", posteriorMean.shape)}], [{string.Join(", ", posteriorStd.shape)}] and {captions.Count} captions.");
+        return StepCore(captions, generator =>
+        {
+            var z = _options.SampleLatents
+                ? posteriorMean + posteriorStd * randn(posteriorMean.shape, ScalarType.Float32, CPU, generator: generator).to(posteriorMean.dtype, posteriorMean.device)
+                : posteriorMean.alias();
+            return (z * _vae.ScalingFactor).to(ScalarType.Float32, CPU);
+        });
+    }
+
+    private float StepCore(IReadOnlyList<string> captions, Func<Generator, Tensor> latentsFor)
+    {
         int batch = captions.Count;
         var device = _unet.Device;
 
@@ -157,12 +188,7 @@ public sealed class DiffusionTrainer : IDisposable
             else using (no_grad()) context = _textEncoder.forward(idTensor);
 
             Tensor latents;
-            using (no_grad())
-            {
-                using var posterior = _vae.Encode(images);
-                var z = _options.SampleLatents ? posterior.Sample(generator) : posterior.Mean.alias();
-                latents = (z * _vae.ScalingFactor).to(ScalarType.Float32, CPU);
-            }
+            using (no_grad()) latents = latentsFor(generator);
 
             var timesteps = randint(0, _scheduler.NumTrainTimesteps, [batch], ScalarType.Int64, CPU, generator: generator);
             var noise = randn(latents.shape, ScalarType.Float32, CPU, generator: generator);

@@ -56,6 +56,24 @@ public class DiffusionTrainerTests
     }
 
     [Test]
+    public void StepOnAnEncodedPosteriorEqualsStepOnTheImages()
+    {
+        var options = new DiffusionTrainingOptions { Seed = 5 };
+        var (images, captions) = TinyTrainingModels.FixedBatch(4);
+        using var _ = images;
+        using var a = new TinyTrainingModels();
+        using var b = new TinyTrainingModels();
+        using var ta = Trainer(a, options);
+        using var tb = Trainer(b, options);
+        float fromImages = ta.Step(images, captions);
+        using var posterior = b.Vae.Encode(images);
+        float fromPosterior = tb.Step(posterior.Mean, posterior.Std, captions);
+        Assert.That(fromPosterior, Is.EqualTo(fromImages));
+        foreach (var ((name, pa), (_, pb)) in a.UNet.named_parameters().Zip(b.UNet.named_parameters()))
+            Assert.That(pa.allclose(pb, rtol: 0, atol: 1e-6), Is.True, name);
+    }
+
+    [Test]
     public void EmaUpdateIsDecayTimesShadowPlusOneMinusDecayTimesParameter()
     {
         using var p = new TorchSharp.Modules.Parameter(tensor(new[] { 1f, 2f, 3f }));

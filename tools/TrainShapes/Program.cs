@@ -1,0 +1,198 @@
+using System.Diagnostics;
+using System.Globalization;
+using LatentDiffusion.Loading;
+using LatentDiffusion.Pipelines;
+using LatentDiffusion.Runtime;
+using LatentDiffusion.Schedulers;
+using LatentDiffusion.Text;
+using LatentDiffusion.Tools.TrainShapes;
+using LatentDiffusion.Training;
+using LatentDiffusion.UNet;
+using LatentDiffusion.Vae;
+using static TorchSharp.torch;
+
+// Trains the built-in "shapes" model from scratch on the synthetic captioned pictures (ShapesDataset):
+//   dotnet run -c Release --project tools/TrainShapes -- [--output models/shapes] [--work .train-shapes]
+//       [--vae-steps 700] [--vae-batch 8] [--unet-steps 9000] [--batch 32] [--bank 8192] [--lr 5e-4] [--seed 0] [--threads 2] [--probe]
+// Phase 1 trains the autoencoder, phase 2 the text encoder and UNet on its latents; both checkpoint into --work and
+// resume from there. The result is a diffusers folder (float16) that this library and the reference both load.
+var opts = Args.Parse(args);
+TorchRuntime.EnsureInitialized();
+set_num_threads(opts.Threads);
+Directory.CreateDirectory(opts.Work);
+var clock = Stopwatch.StartNew();
+void Log(string message) => Console.WriteLine($"[{clock.Elapsed:hh\\:mm\\:ss}] {message}");
+
+// The closed vocabulary tokenizer.
+string tokenizerDir = Path.Combine(opts.Work, "tokenizer");
+ShapesVocabulary.Write(tokenizerDir);
+var tokenizer = ClipTokenizer.FromDirectory(tokenizerDir);
+
+AutoencoderKLConfig VaeConfig(double scaling) => AutoencoderKLConfig.FromJson(JsonConfig.Parse($$"""
+{ "_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+  "block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 16, "act_fn": "silu",
+  "sample_size": 64, "scaling_factor": {{scaling.ToString("R", CultureInfo.InvariantCulture)}}, "mid_block_add_attention": false }
+""", "shapes vae"));
+var vaeConfig = VaeConfig(1.0);
+var textConfigJson = JsonConfig.Parse($$"""
+{ "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_size": 64, "intermediate_size": 256,
+  "num_attention_heads": 4, "num_hidden_layers": 3, "max_position_embeddings": {{ShapesVocabulary.MaxLength}},
+  "vocab_size": {{tokenizer.VocabularySize}}, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+  "bos_token_id": {{tokenizer.BosTokenId}}, "eos_token_id": {{tokenizer.EosTokenId}}, "pad_token_id": {{tokenizer.PadTokenId}}, "projection_dim": 64 }
+""", "shapes text encoder");
+var unetConfig = UNet2DConditionConfig.FromJson(JsonConfig.Parse("""
+{ "_class_name": "UNet2DConditionModel", "sample_size": 16, "in_channels": 4, "out_channels": 4,
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  "mid_block_type": "UNetMidBlock2DCrossAttn", "block_out_channels": [32, 64], "layers_per_block": 1,
+  "cross_attention_dim": 64, "attention_head_dim": 4, "norm_num_groups": 32 }
+""", "shapes unet"));
+// Training noise: the Stable Diffusion schedule. Sampling: DPM++ 2M on the same schedule.
+var noiseConfig = JsonConfig.Parse("""
+{ "_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+  "prediction_type": "epsilon", "clip_sample": false }
+""", "shapes training noise");
+var samplingConfig = JsonConfig.Parse("""
+{ "_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+  "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "solver_order": 2, "algorithm_type": "dpmsolver++",
+  "timestep_spacing": "linspace", "steps_offset": 1, "use_karras_sigmas": false }
+""", "shapes sampling");
+
+// ---- Phase 1: the autoencoder --------------------------------------------------------------------------------
+var vae = new AutoencoderKL(vaeConfig, CPU, ScalarType.Float32);
+ModelInitializer.Initialize(vae, opts.Seed);
+var vaeLosses = new List<float>();
+string vaeCheckpoint = Path.Combine(opts.Work, "vae-checkpoint");
+using (var vaeTrainer = new AutoencoderTrainer(vae, new AutoencoderTrainingOptions { LearningRate = 1e-3, WarmupSteps = 100, KlWeight = 1e-6, Seed = opts.Seed }))
+{
+    if (Directory.Exists(vaeCheckpoint)) { vaeTrainer.LoadCheckpoint(vaeCheckpoint); Log($"vae: resumed at step {vaeTrainer.StepCount}"); }
+    vaeLosses.AddRange(ReadLosses(Path.Combine(opts.Work, "vae-loss.csv")).Take(vaeTrainer.StepCount));
+    var t = Stopwatch.StartNew();
+    while (vaeTrainer.StepCount < opts.VaeSteps)
+    {
+        int n = Math.Min(opts.CheckpointEvery, opts.VaeSteps - vaeTrainer.StepCount);
+        vaeTrainer.Train(vaeTrainer.StepCount + n, step => ShapesDataset.Batch(opts.Seed + 17, step, opts.VaeBatch).Images,
+            new Progress(p => { vaeLosses.Add(p.Loss); if (p.Step % 50 == 0 || opts.Probe) Log($"vae {p.Step}/{p.TotalSteps} loss {p.Loss:F5} lr {p.LearningRate:E2} ({t.Elapsed.TotalMilliseconds / Math.Max(1, p.Step):F0} ms/step this session)"); }));
+        vaeTrainer.SaveCheckpoint(vaeCheckpoint);
+        WriteLosses(Path.Combine(opts.Work, "vae-loss.csv"), vaeLosses);
+        if (opts.Probe) break;
+    }
+}
+vae.eval();
+
+// The latents' spread sets scaling_factor (the reference's way: 1 / std of the latents), so the UNet sees unit variance.
+double scaling;
+using (no_grad())
+using (var probe = ShapesDataset.Batch(opts.Seed + 99, 0, 64))
+using (var posterior = vae.Encode(probe.Images))
+    scaling = 1.0 / posterior.Mean.std().item<float>();
+vaeConfig = VaeConfig(Math.Round(scaling, 5));
+var scaledVae = new AutoencoderKL(vaeConfig, CPU, ScalarType.Float32);
+using (no_grad()) foreach (var (name, p) in vae.named_parameters()) scaledVae.get_parameter(name)!.copy_(p);
+scaledVae.eval();
+vae.Dispose();
+vae = scaledVae;
+Log($"vae done: scaling_factor {vaeConfig.ScalingFactor}");
+
+// ---- Phase 2: text encoder and UNet -------------------------------------------------------------------------
+var textEncoder = new ClipTextModel(ClipTextConfig.FromJson(textConfigJson), CPU, ScalarType.Float32);
+var unet = new UNet2DConditionModel(unetConfig, CPU, ScalarType.Float32);
+ModelInitializer.Initialize(textEncoder, opts.Seed + 1);
+ModelInitializer.Initialize(unet, opts.Seed + 2);
+var unetLosses = new List<float>();
+string unetCheckpoint = Path.Combine(opts.Work, "unet-checkpoint");
+var noise = SchedulerRegistry.FromConfig(noiseConfig);
+var trainingOptions = new DiffusionTrainingOptions { LearningRate = opts.LearningRate, WarmupSteps = 200, EmaDecay = 0.999, CaptionDropout = 0.1, Seed = opts.Seed };
+// The frozen autoencoder's posterior for a bank of training pictures, encoded once: each step then samples latents
+// from it instead of running the encoder (most of a step's time on this CPU). Captions are re-drawn in every style.
+var bankSamples = Enumerable.Range(0, opts.BankSize).Select(i => ShapesDataset.Sample(opts.Seed, i)).ToArray();
+Tensor bankMean, bankStd;
+using (no_grad())
+{
+    var means = new List<Tensor>();
+    var stds = new List<Tensor>();
+    for (int start = 0; start < opts.BankSize; start += 64)
+    {
+        var specs = bankSamples.Skip(start).Take(64).ToArray();
+        using var pictures = stack(specs.Select(x => ShapesDataset.Render(x.Spec)).ToArray());
+        using var posterior = vae.Encode(pictures);
+        means.Add(posterior.Mean.clone());
+        stds.Add(posterior.Std.clone());
+    }
+    bankMean = cat(means.ToArray(), 0);
+    bankStd = cat(stds.ToArray(), 0);
+    foreach (var t in means.Concat(stds)) t.Dispose();
+}
+Log($"latent bank: {opts.BankSize} pictures encoded");
+var styles = Enum.GetValues<CaptionStyle>();
+using (var trainer = new DiffusionTrainer(tokenizer, textEncoder, unet, vae, noise, trainingOptions))
+{
+    if (Directory.Exists(unetCheckpoint)) { trainer.LoadCheckpoint(unetCheckpoint); Log($"unet: resumed at step {trainer.StepCount}"); }
+    unetLosses.AddRange(ReadLosses(Path.Combine(opts.Work, "unet-loss.csv")).Take(trainer.StepCount));
+    var t = Stopwatch.StartNew();
+    int startStep = trainer.StepCount;
+    while (trainer.StepCount < opts.UNetSteps)
+    {
+        int step = trainer.StepCount;
+        var rng = new Random(HashCode.Combine(opts.Seed, step));
+        var picks = Enumerable.Range(0, opts.Batch).Select(_ => rng.Next(opts.BankSize)).ToArray();
+        var captions = picks.Select(i => bankSamples[i].Spec.Caption(styles[rng.Next(styles.Length)])).ToArray();
+        float loss;
+        using (var index = tensor(picks.Select(i => (long)i).ToArray()))
+        using (var mean = bankMean.index_select(0, index))
+        using (var std = bankStd.index_select(0, index))
+            loss = trainer.Step(mean, std, captions);
+        unetLosses.Add(loss);
+        if (trainer.StepCount % 50 == 0)
+            Log($"unet {trainer.StepCount}/{opts.UNetSteps} loss {loss:F4} (avg50 {unetLosses.TakeLast(50).Average():F4}) lr {trainer.LearningRateAt(trainer.StepCount):E2} ({t.Elapsed.TotalMilliseconds / (trainer.StepCount - startStep):F0} ms/step)");
+        if (trainer.StepCount % opts.CheckpointEvery == 0 || trainer.StepCount == opts.UNetSteps || (opts.Probe && trainer.StepCount - startStep >= 30))
+        {
+            trainer.SaveCheckpoint(unetCheckpoint);
+            WriteLosses(Path.Combine(opts.Work, "unet-loss.csv"), unetLosses);
+            if (opts.Probe) break;
+        }
+    }
+    trainer.ApplyEma();
+}
+bankMean.Dispose();
+bankStd.Dispose();
+textEncoder.eval();
+unet.eval();
+
+// ---- Save, plot, evaluate ----------------------------------------------------------------------------------
+DiffusersPipelineWriter.Save(opts.Output, tokenizerDir, textEncoder, unet, vae, samplingConfig, ScalarType.Float16, overwrite: true);
+LossPlot.Save(Path.Combine(opts.Output, "loss.png"), unetLosses);
+LossPlot.Save(Path.Combine(opts.Output, "vae-loss.png"), vaeLosses);
+Log($"saved {opts.Output}");
+using var pipeline = await StableDiffusionPipeline.LoadAsync(opts.Output);
+var (report, images) = ShapesEvaluation.Run(pipeline, new GenerationOptions { Steps = 25 }, opts.EvalCount);
+Console.WriteLine(report.ToMarkdown());
+File.WriteAllText(Path.Combine(opts.Work, "eval.md"), report.ToMarkdown());
+ContactSheet.Save(Path.Combine(opts.Work, "contact-sheet.png"), images, 4);
+foreach (var (_, image) in images) image.Dispose();
+Log("done");
+return 0;
+
+static IEnumerable<float> ReadLosses(string path) => File.Exists(path)
+    ? File.ReadAllLines(path).Select(l => float.Parse(l, CultureInfo.InvariantCulture)) : [];
+
+static void WriteLosses(string path, IEnumerable<float> losses)
+    => File.WriteAllLines(path, losses.Select(l => l.ToString("R", CultureInfo.InvariantCulture)));
+
+internal sealed class Progress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress value) => report(value);
+}
+
+internal sealed record Args(string Output, string Work, int VaeSteps, int UNetSteps, int Batch, int VaeBatch, int BankSize, int Seed, int Threads, bool Probe, int CheckpointEvery, double LearningRate, int EvalCount)
+{
+    public static Args Parse(string[] a)
+    {
+        string Get(string name, string fallback) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : fallback; }
+        return new Args(Get("--output", "models/shapes"), Get("--work", ".train-shapes"), int.Parse(Get("--vae-steps", "700")),
+            int.Parse(Get("--unet-steps", "9000")), int.Parse(Get("--batch", "32")), int.Parse(Get("--vae-batch", "8")), int.Parse(Get("--bank", "8192")), int.Parse(Get("--seed", "0")),
+            int.Parse(Get("--threads", "2")), a.Contains("--probe"), int.Parse(Get("--checkpoint-every", "500")),
+            double.Parse(Get("--lr", "5e-4"), CultureInfo.InvariantCulture), int.Parse(Get("--eval", "200")));
+    }
+}
