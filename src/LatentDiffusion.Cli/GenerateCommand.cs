@@ -12,7 +12,7 @@ internal static class GenerateCommand
 {
     public static Command Create(Option<bool> verbose, TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string>("--model", "-m") { Description = "A diffusers folder or a single-file .safetensors checkpoint.", Required = true };
+        var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a single-file .safetensors checkpoint; default: the built-in shapes model." };
         var config = new Option<string?>("--config") { Description = "For single files: a diffusers folder whose configs and tokenizer to use." };
         var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw.", Required = true };
         var negative = new Option<string?>("--negative-prompt", "-n") { Description = "What not to draw." };
@@ -72,7 +72,7 @@ internal static class GenerateCommand
                 ClipSkip = parse.GetValue(clipSkip),
             };
             var clock = Stopwatch.StartNew();
-            await using var pipeline = await StableDiffusionPipeline.LoadAsync(parse.GetValue(model)!, pipelineOptions, ct);
+            await using var pipeline = await StableDiffusionPipeline.LoadAsync(BuiltInModel.Resolve(parse.GetValue(model)), pipelineOptions, ct);
             var bar = Console.IsErrorRedirected ? null : new ProgressBar(stderr);
             using var result = await pipeline.GenerateAsync(parse.GetValue(prompt)!, options, bar, ct);
             bar?.Done();
