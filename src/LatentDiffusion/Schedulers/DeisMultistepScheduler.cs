@@ -50,23 +50,8 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
         return new Run(this, timesteps, [.. sig.Select(x => (float)x), final]);
     }
 
-    private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)
     {
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
-        private int _lowerOrderNums;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -80,24 +65,20 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             var (alpha, sigmaT, _) = DpmSolverMath.At(Sig[i]);
             var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             var eps = (sample - alpha * x0) / sigmaT;
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(eps);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(eps);
             Tensor prev;
-            if (s.SolverOrder == 1 || _lowerOrderNums < 1 || lowerOrderFinal)
+            if (s.SolverOrder == 1 || LowerOrderNums < 1 || lowerOrderFinal)
             {
                 var (alphaT, sT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
                 var (alphaS, _, lambdaS) = DpmSolverMath.At(Sig[i]);
                 float h = lambdaT - lambdaS;
-                prev = alphaT / alphaS * sample - sT * (MathF.Exp(h) - 1f) * _modelOutputs[^1]!;
+                prev = alphaT / alphaS * sample - sT * (MathF.Exp(h) - 1f) * ModelOutputs[^1]!;
             }
-            else if (s.SolverOrder == 2 || _lowerOrderNums < 2 || lowerOrderSecond)
+            else if (s.SolverOrder == 2 || LowerOrderNums < 2 || lowerOrderSecond)
                 prev = SecondOrder(i, sample);
             else
                 prev = ThirdOrder(i, sample);
-            if (_lowerOrderNums < s.SolverOrder) _lowerOrderNums++;
-            StepIndex = i + 1;
+            CompleteStep(i);
             return prev.MoveToOuterDisposeScope();
         }
 
@@ -116,7 +97,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             static float Ind(float t, float b, float c) => t * (-MathF.Log(c) + MathF.Log(t) - 1f) / (MathF.Log(b) - MathF.Log(c));
             float coef1 = Ind(rt, r0, r1) - Ind(r0, r0, r1);
             float coef2 = Ind(rt, r1, r0) - Ind(r0, r1, r0);
-            return alphaT * (x / alphaS0 + coef1 * _modelOutputs[^1]! + coef2 * _modelOutputs[^2]!);
+            return alphaT * (x / alphaS0 + coef1 * ModelOutputs[^1]! + coef2 * ModelOutputs[^2]!);
         }
 
         private Tensor ThirdOrder(int i, Tensor x)
@@ -133,7 +114,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             float coef1 = Ind(rt, r0, r1, r2) - Ind(r0, r0, r1, r2);
             float coef2 = Ind(rt, r1, r2, r0) - Ind(r0, r1, r2, r0);
             float coef3 = Ind(rt, r2, r0, r1) - Ind(r0, r2, r0, r1);
-            return alphaT * (x / alphaS0 + coef1 * _modelOutputs[^1]! + coef2 * _modelOutputs[^2]! + coef3 * _modelOutputs[^3]!);
+            return alphaT * (x / alphaS0 + coef1 * ModelOutputs[^1]! + coef2 * ModelOutputs[^2]! + coef3 * ModelOutputs[^3]!);
         }
     }
 }

@@ -119,6 +119,52 @@ internal static class DpmSolverMath
         };
     }
 
+    /// <summary>
+    /// The first-order DPM-Solver++ update from σ_s to σ_t (h = λ_t − λ_s) with data prediction <paramref name="d0"/>;
+    /// with <paramref name="noise"/> the SDE variant (DPM-Solver++ SDE), which re-injects fresh noise.
+    /// </summary>
+    public static Tensor FirstOrderUpdate(Tensor x, Tensor d0, float alphaT, float sigmaT, float sigmaS, float h, Tensor? noise)
+    {
+        if (noise is null)
+            return sigmaT / sigmaS * x - alphaT * (MathF.Exp(-h) - 1f) * d0;
+        return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * (1f - MathF.Exp(-2f * h)) * d0 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
+    }
+
+    /// <summary>
+    /// The second-order DPM-Solver++ update: <paramref name="d0"/> the data prediction at the step's start, <paramref name="d1"/>
+    /// its first divided difference in λ (scaled by h); midpoint or Heun weighting of d1; SDE variant with <paramref name="noise"/>.
+    /// </summary>
+    public static Tensor SecondOrderUpdate(Tensor x, Tensor d0, Tensor d1, float alphaT, float sigmaT, float sigmaS, float h, bool heun, Tensor? noise)
+    {
+        if (noise is null)
+        {
+            float em1 = MathF.Exp(-h) - 1f;
+            return heun
+                ? sigmaT / sigmaS * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1
+                : sigmaT / sigmaS * x - alphaT * em1 * d0 - 0.5f * (alphaT * em1) * d1;
+        }
+        float e2 = 1f - MathF.Exp(-2f * h);
+        var acc = sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * e2 * d0;
+        acc = heun ? acc + alphaT * (e2 / (-2f * h) + 1f) * d1 : acc + 0.5f * (alphaT * e2) * d1;
+        return acc + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
+    }
+
+    /// <summary>
+    /// The third-order DPM-Solver++ update (Taylor form): <paramref name="d1"/> and <paramref name="d2"/> the first and
+    /// second divided differences; SDE variant with <paramref name="noise"/>.
+    /// </summary>
+    public static Tensor ThirdOrderUpdate(Tensor x, Tensor d0, Tensor d1, Tensor d2, float alphaT, float sigmaT, float sigmaS, float h, Tensor? noise)
+    {
+        if (noise is null)
+        {
+            float em1 = MathF.Exp(-h) - 1f;
+            return sigmaT / sigmaS * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1 - alphaT * ((MathF.Exp(-h) - 1f + h) / (h * h) - 0.5f) * d2;
+        }
+        float e2 = 1f - MathF.Exp(-2f * h);
+        return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * e2 * d0 + alphaT * (e2 / (-2f * h) + 1f) * d1
+            + alphaT * ((1f - MathF.Exp(-2f * h) - 2f * h) / ((2f * h) * (2f * h)) - 0.5f) * d2 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
+    }
+
     /// <summary>alpha_t·x + sigma_t·noise at a sigma (the reference's add_noise for these schedulers).</summary>
     public static Tensor AddNoise(Tensor original, Tensor noise, float sigma)
     {

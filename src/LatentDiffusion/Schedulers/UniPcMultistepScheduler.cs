@@ -99,25 +99,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
         return x;
     }
 
-    private sealed class Run(UniPcMultistepScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(UniPcMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)
     {
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
         private Tensor? _lastSample;
-        private int _lowerOrderNums;
         private int _thisOrder;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -129,18 +114,14 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 ? DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
                 : DpmSolverMath.NoisePrediction(s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             if (useCorrector) sample = Corrector(i, converted, _lastSample!, _thisOrder);
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(converted);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(converted);
             int order = s.Config.Bool("lower_order_final", true) ? Math.Min(s.SolverOrder, Timesteps.Count - i) : s.SolverOrder;
-            _thisOrder = Math.Min(order, _lowerOrderNums + 1);
+            _thisOrder = Math.Min(order, LowerOrderNums + 1);
             var kept = Keep(sample);
             Release(_lastSample);
             _lastSample = kept;
             var prev = Predictor(i, sample, _thisOrder);
-            if (_lowerOrderNums < s.SolverOrder) _lowerOrderNums++;
-            StepIndex = i + 1;
+            CompleteStep(i);
             return prev.MoveToOuterDisposeScope();
         }
 
@@ -169,7 +150,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             float h = lambdaT - lambdaS0;
-            var m0 = _modelOutputs[^1]!;
+            var m0 = ModelOutputs[^1]!;
             var rks = new List<float>();
             var d1s = new List<Tensor>();
             for (int k = 1; k < order; k++)
@@ -177,7 +158,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 var (_, _, lambdaSi) = DpmSolverMath.At(Sig[i - k]);
                 float rk = (lambdaSi - lambdaS0) / h;
                 rks.Add(rk);
-                d1s.Add((_modelOutputs[^(k + 1)]! - m0) / rk);
+                d1s.Add((ModelOutputs[^(k + 1)]! - m0) / rk);
             }
             rks.Add(1f);
             var (r, b, hPhi1, bh) = Coefficients(h, [.. rks], order);
@@ -205,7 +186,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i]);
             var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i - 1]);
             float h = lambdaT - lambdaS0;
-            var m0 = _modelOutputs[^1]!;
+            var m0 = ModelOutputs[^1]!;
             var rks = new List<float>();
             var d1s = new List<Tensor>();
             for (int k = 1; k < order; k++)
@@ -213,7 +194,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 var (_, _, lambdaSi) = DpmSolverMath.At(Sig[i - (k + 1)]);
                 float rk = (lambdaSi - lambdaS0) / h;
                 rks.Add(rk);
-                d1s.Add((_modelOutputs[^(k + 1)]! - m0) / rk);
+                d1s.Add((ModelOutputs[^(k + 1)]! - m0) / rk);
             }
             rks.Add(1f);
             var (r, b, hPhi1, bh) = Coefficients(h, [.. rks], order);
