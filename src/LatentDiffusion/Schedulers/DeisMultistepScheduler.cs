@@ -13,8 +13,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "deis"), ("solver_type", "logrho"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "deis"), ("solver_type", "logrho"), ("lower_order_final", true),
         .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("timestep_spacing", "linspace"), ("steps_offset", 0),
         ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
     ];
@@ -30,11 +29,9 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
     {
         Config.RequireOneOf("algorithm_type", "deis");
         Config.RequireOneOf("solver_type", "logrho");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        DpmSolverMath.RefuseFlowSigmas(Config);
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
     }
 
@@ -42,12 +39,10 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
         // DEIS never steps to σ = 0: it ends at the schedule's smallest sigma.
-        bool alternative = Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false);
-        float final = alternative ? (float)sig[^1] : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final]);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig)));
     }
 
     private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)

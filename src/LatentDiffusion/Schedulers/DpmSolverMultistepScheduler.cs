@@ -15,8 +15,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
         ("euler_at_final", false), .. SigmaSchedule.SigmaKeys, ("use_lu_lambdas", false), ("use_flow_sigmas", false),
         ("flow_shift", 1.0), ("final_sigmas_type", "zero"), ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null),
         ("timestep_spacing", "linspace"), ("steps_offset", 0), ("rescale_betas_zero_snr", false), ("use_dynamic_shifting", false),
@@ -27,17 +26,9 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     public DpmSolverMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DPMSolverMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true, adjust: RemapForeignSolver)
     {
-        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        Config.RequireOneOf("solver_type", "midpoint", "heun");
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("variance_type", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
-        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
-        Heun = Config.String("solver_type", null) == "heun";
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
         if (Config.Bool("use_lu_lambdas", false) && (Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false)))
             throw new NotSupportedException($"Config '{Config.Source}': use_lu_lambdas cannot be combined with use_karras_sigmas or use_exponential_sigmas.");
@@ -59,8 +50,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
-        int last = T - DpmSolverMath.ClippedCount(AlphasCumprod, Config.Double("lambda_min_clipped", double.NegativeInfinity));
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, T, last, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, T, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps);
         bool cosine = Config.String("beta_schedule", "linear") == "squaredcos_cap_v2";
         double[] sig;
         if (Config.Bool("use_lu_lambdas", false))
@@ -74,7 +64,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
         else
             (t, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: !cosine, configSigmaRange: false);
         float final = Config.String("final_sigmas_type", "zero") == "sigma_min" ? DpmSolverMath.SigmaMin(AlphasCumprod) : 0f;
-        return new Run(this, t, [.. sig.Select(x => (float)x), final], generator);
+        return new Run(this, t, DpmSolverMath.WithFinal(sig, final), generator);
     }
 
     private sealed class Run(DpmSolverMultistepScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, generator)

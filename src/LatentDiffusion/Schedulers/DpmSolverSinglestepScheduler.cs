@@ -13,8 +13,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
         .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("final_sigmas_type", "zero"),
         ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null), ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
     ];
@@ -23,16 +22,8 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
     public DpmSolverSinglestepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DPMSolverSinglestepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: DpmSolverMultistepScheduler.RemapForeignSolver)
     {
-        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        Config.RequireOneOf("solver_type", "midpoint", "heun");
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("variance_type", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
-        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
-        Heun = Config.String("solver_type", null) == "heun";
+        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
     }
 
@@ -44,12 +35,11 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        int last = NumTrainTimesteps - DpmSolverMath.ClippedCount(AlphasCumprod, Config.Double("lambda_min_clipped", double.NegativeInfinity));
-        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, last, inferenceSteps, 0);
+        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps, 0);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
         bool zeroFinal = Config.String("final_sigmas_type", "zero") == "zero";
         float final = zeroFinal ? 0f : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final], OrderList(inferenceSteps, zeroFinal), generator);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final), OrderList(inferenceSteps, zeroFinal), generator);
     }
 
     /// <summary>The solver order of every step: cycles 1, 2, (3) so each k-th order step has its k evaluations, lower at the end.</summary>

@@ -14,8 +14,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("predict_x0", true), ("solver_type", "bh2"), ("lower_order_final", true), ("disable_corrector", Array.Empty<int>()),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("predict_x0", true), ("solver_type", "bh2"), ("lower_order_final", true), ("disable_corrector", Array.Empty<int>()),
         ("solver_p", null), .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("timestep_spacing", "linspace"),
         ("steps_offset", 0), ("final_sigmas_type", "zero"), ("rescale_betas_zero_snr", false), ("use_dynamic_shifting", false),
         ("time_shift_type", "exponential"), ("sigma_min", null), ("sigma_max", null), ("shift_terminal", null),
@@ -31,12 +30,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
     {
         Config.RequireOneOf("solver_type", "bh1", "bh2");
         Config.RequireOneOf("solver_p", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        DpmSolverMath.RefuseFlowSigmas(Config);
         Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder < 1) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (at least 1).");
+        SolverOrder = DpmSolverMath.SolverOrder(Config, null);
         PredictX0 = Config.Bool("predict_x0", true);
         Bh1 = Config.String("solver_type", "bh2") == "bh1";
         DisableCorrector = [.. Config.IntArray("disable_corrector") ?? []];
@@ -53,11 +50,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: true);
-        bool alternative = Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false);
-        float final = Config.String("final_sigmas_type", "zero") == "zero" ? 0f : alternative ? (float)sig[^1] : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final]);
+        float final = Config.String("final_sigmas_type", "zero") == "zero" ? 0f : DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final));
     }
 
     private static float Expm1(float x)
