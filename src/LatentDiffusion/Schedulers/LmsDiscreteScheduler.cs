@@ -55,15 +55,9 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
         return sum * half;
     }
 
-    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Config, timesteps, sigmas, null)
     {
         private readonly List<Tensor> _derivatives = [];
-
-        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
