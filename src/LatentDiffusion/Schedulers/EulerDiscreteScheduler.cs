@@ -25,8 +25,7 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
         Config.RequireOneOf("interpolation_type", "linear");
         Config.RequireOneOf("timestep_type", "discrete");
         Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)

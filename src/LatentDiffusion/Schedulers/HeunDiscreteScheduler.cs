@@ -21,8 +21,7 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
     public HeunDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("HeunDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)

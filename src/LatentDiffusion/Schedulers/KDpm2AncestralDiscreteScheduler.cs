@@ -17,8 +17,7 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
     public KDpm2AncestralDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("KDPM2AncestralDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];

@@ -21,8 +21,7 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
     public KDpm2DiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("KDPM2DiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];

@@ -23,8 +23,7 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
     public LmsDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("LMSDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
