@@ -33,16 +33,8 @@ public sealed class DdpmScheduler : DiffusionScheduler
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
         => new Run(this, NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, inferenceSteps, roundLinspace: true), generator);
 
-    private sealed class Run(DdpmScheduler s, double[] timesteps, torch.Generator? generator) : SchedulerRun(timesteps, null, generator)
+    private sealed class Run(DdpmScheduler s, double[] timesteps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)
     {
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-        {
-            using var t = torch.tensor((long)timestep);
-            return ForwardDiffusion.AddNoise(s.AlphasCumprod, original, noise, t);
-        }
-
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             ThrowIfDisposed();

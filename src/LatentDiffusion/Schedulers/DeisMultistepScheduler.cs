@@ -13,8 +13,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "deis"), ("solver_type", "logrho"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "deis"), ("solver_type", "logrho"), ("lower_order_final", true),
         .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("timestep_spacing", "linspace"), ("steps_offset", 0),
         ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
     ];
@@ -30,11 +29,9 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
     {
         Config.RequireOneOf("algorithm_type", "deis");
         Config.RequireOneOf("solver_type", "logrho");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        DpmSolverMath.RefuseFlowSigmas(Config);
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
     }
 
@@ -42,31 +39,14 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
         // DEIS never steps to σ = 0: it ends at the schedule's smallest sigma.
-        bool alternative = Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false);
-        float final = alternative ? (float)sig[^1] : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final]);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig)));
     }
 
-    private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)
     {
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
-        private int _lowerOrderNums;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -80,24 +60,20 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             var (alpha, sigmaT, _) = DpmSolverMath.At(Sig[i]);
             var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             var eps = (sample - alpha * x0) / sigmaT;
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(eps);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(eps);
             Tensor prev;
-            if (s.SolverOrder == 1 || _lowerOrderNums < 1 || lowerOrderFinal)
+            if (s.SolverOrder == 1 || LowerOrderNums < 1 || lowerOrderFinal)
             {
                 var (alphaT, sT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
                 var (alphaS, _, lambdaS) = DpmSolverMath.At(Sig[i]);
                 float h = lambdaT - lambdaS;
-                prev = alphaT / alphaS * sample - sT * (MathF.Exp(h) - 1f) * _modelOutputs[^1]!;
+                prev = alphaT / alphaS * sample - sT * (MathF.Exp(h) - 1f) * ModelOutputs[^1]!;
             }
-            else if (s.SolverOrder == 2 || _lowerOrderNums < 2 || lowerOrderSecond)
+            else if (s.SolverOrder == 2 || LowerOrderNums < 2 || lowerOrderSecond)
                 prev = SecondOrder(i, sample);
             else
                 prev = ThirdOrder(i, sample);
-            if (_lowerOrderNums < s.SolverOrder) _lowerOrderNums++;
-            StepIndex = i + 1;
+            CompleteStep(i);
             return prev.MoveToOuterDisposeScope();
         }
 
@@ -116,7 +92,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             static float Ind(float t, float b, float c) => t * (-MathF.Log(c) + MathF.Log(t) - 1f) / (MathF.Log(b) - MathF.Log(c));
             float coef1 = Ind(rt, r0, r1) - Ind(r0, r0, r1);
             float coef2 = Ind(rt, r1, r0) - Ind(r0, r1, r0);
-            return alphaT * (x / alphaS0 + coef1 * _modelOutputs[^1]! + coef2 * _modelOutputs[^2]!);
+            return alphaT * (x / alphaS0 + coef1 * ModelOutputs[^1]! + coef2 * ModelOutputs[^2]!);
         }
 
         private Tensor ThirdOrder(int i, Tensor x)
@@ -133,7 +109,7 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             float coef1 = Ind(rt, r0, r1, r2) - Ind(r0, r0, r1, r2);
             float coef2 = Ind(rt, r1, r2, r0) - Ind(r0, r1, r2, r0);
             float coef3 = Ind(rt, r2, r0, r1) - Ind(r0, r2, r0, r1);
-            return alphaT * (x / alphaS0 + coef1 * _modelOutputs[^1]! + coef2 * _modelOutputs[^2]! + coef3 * _modelOutputs[^3]!);
+            return alphaT * (x / alphaS0 + coef1 * ModelOutputs[^1]! + coef2 * ModelOutputs[^2]! + coef3 * ModelOutputs[^3]!);
         }
     }
 }

@@ -10,6 +10,42 @@ namespace LatentDiffusion.Schedulers;
 /// </summary>
 internal static class DpmSolverMath
 {
+    /// <summary>The solver keys all four exponential-integrator schedulers share, with the reference's defaults (after the beta keys).</summary>
+    public static readonly (string Key, object? Default)[] SolverKeys =
+    [
+        ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995), ("sample_max_value", 1.0),
+    ];
+
+    /// <summary><c>solver_order</c>, refused outside 1 … <paramref name="max"/> (no upper bound when null).</summary>
+    public static int SolverOrder(JsonConfig config, int? max)
+    {
+        int order = config.Int("solver_order", 2);
+        if (max is int m ? order < 1 || order > m : order < 1)
+        {
+            string supported = max is int top ? $"supported: {string.Join(", ", Enumerable.Range(1, top))}" : "at least 1";
+            throw new NotSupportedException($"Config '{config.Source}': 'solver_order' = {order} is not supported ({supported}).");
+        }
+        return order;
+    }
+
+    /// <summary>Refuses the flow-matching settings none of these solvers implement.</summary>
+    public static void RefuseFlowSigmas(JsonConfig config)
+    {
+        config.RequireOneOf("use_flow_sigmas", "false");
+        config.RequireOneOf("use_dynamic_shifting", "false");
+    }
+
+    /// <summary>Validates the DPM-Solver++ settings (multistep and singlestep) and reads whether it is the SDE variant and Heun-type.</summary>
+    public static (bool Sde, bool Heun) DpmSolverPlusPlusSettings(JsonConfig config)
+    {
+        config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
+        config.RequireOneOf("solver_type", "midpoint", "heun");
+        config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        config.RequireOneOf("variance_type", "null");
+        RefuseFlowSigmas(config);
+        return (config.String("algorithm_type", null) == "sde-dpmsolver++", config.String("solver_type", null) == "heun");
+    }
+
     /// <summary>α_t, σ_t and λ_t of a k-diffusion sigma (σ = 0 gives λ = +∞, which the solvers' final first-order step tolerates).</summary>
     public static (float Alpha, float Sigma, float Lambda) At(float sigma)
     {
@@ -39,6 +75,14 @@ internal static class DpmSolverMath
                 throw new NotSupportedException($"timestep_spacing '{spacing}' is not supported (supported: {string.Join(", ", NoiseSchedule.Spacings)}).");
         }
     }
+
+    /// <summary>The config's <c>timestep_spacing</c> and <c>steps_offset</c> applied by <see cref="Timesteps(string, int, int, int, int)"/>.</summary>
+    public static double[] Timesteps(JsonConfig config, int trainSteps, int last, int n)
+        => Timesteps(config.String("timestep_spacing", "linspace")!, trainSteps, last, n, config.Int("steps_offset", 0));
+
+    /// <summary>T less the timesteps <c>lambda_min_clipped</c> cuts off: where the schedule starts.</summary>
+    public static int LastTimestep(JsonConfig config, float[] alphasCumprod)
+        => alphasCumprod.Length - ClippedCount(alphasCumprod, config.Double("lambda_min_clipped", double.NegativeInfinity));
 
     /// <summary>How many training timesteps at the noisy end <c>lambda_min_clipped</c> cuts off (the reference's searchsorted on flipped λ).</summary>
     public static int ClippedCount(float[] alphasCumprod, double lambdaMinClipped)
@@ -90,6 +134,16 @@ internal static class DpmSolverMath
     /// <summary>σ at training step 0, the smallest the model knows (final_sigmas_type "sigma_min").</summary>
     public static float SigmaMin(float[] alphasCumprod) => MathF.Sqrt((1f - alphasCumprod[0]) / alphasCumprod[0]);
 
+    /// <summary>DEIS's and UniPC's "sigma_min" end: the last Karras/exponential sigma, else the model's smallest.</summary>
+    public static float ScheduleSigmaMin(JsonConfig config, float[] alphasCumprod, double[] sigmas)
+    {
+        bool alternative = config.Bool("use_karras_sigmas", false) || config.Bool("use_exponential_sigmas", false);
+        return alternative ? (float)sigmas[^1] : SigmaMin(alphasCumprod);
+    }
+
+    /// <summary>The run's float32 sigmas: the schedule and its final sigma.</summary>
+    public static float[] WithFinal(double[] sigmas, float final) => [.. sigmas.Select(x => (float)x), final];
+
     /// <summary>The data prediction x̂₀ = (x − σ_t·ε)/α_t (or from v, or the sample itself), optionally thresholded.</summary>
     public static Tensor DataPrediction(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
     {
@@ -117,6 +171,52 @@ internal static class DpmSolverMath
             "v_prediction" => alpha * modelOutput + sigmaT * sample,
             _ => throw new NotSupportedException($"{className}: prediction_type '{predictionType}' is not supported."),
         };
+    }
+
+    /// <summary>
+    /// The first-order DPM-Solver++ update from σ_s to σ_t (h = λ_t − λ_s) with data prediction <paramref name="d0"/>;
+    /// with <paramref name="noise"/> the SDE variant (DPM-Solver++ SDE), which re-injects fresh noise.
+    /// </summary>
+    public static Tensor FirstOrderUpdate(Tensor x, Tensor d0, float alphaT, float sigmaT, float sigmaS, float h, Tensor? noise)
+    {
+        if (noise is null)
+            return sigmaT / sigmaS * x - alphaT * (MathF.Exp(-h) - 1f) * d0;
+        return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * (1f - MathF.Exp(-2f * h)) * d0 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
+    }
+
+    /// <summary>
+    /// The second-order DPM-Solver++ update: <paramref name="d0"/> the data prediction at the step's start, <paramref name="d1"/>
+    /// its first divided difference in λ (scaled by h); midpoint or Heun weighting of d1; SDE variant with <paramref name="noise"/>.
+    /// </summary>
+    public static Tensor SecondOrderUpdate(Tensor x, Tensor d0, Tensor d1, float alphaT, float sigmaT, float sigmaS, float h, bool heun, Tensor? noise)
+    {
+        if (noise is null)
+        {
+            float em1 = MathF.Exp(-h) - 1f;
+            return heun
+                ? sigmaT / sigmaS * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1
+                : sigmaT / sigmaS * x - alphaT * em1 * d0 - 0.5f * (alphaT * em1) * d1;
+        }
+        float e2 = 1f - MathF.Exp(-2f * h);
+        var acc = sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * e2 * d0;
+        acc = heun ? acc + alphaT * (e2 / (-2f * h) + 1f) * d1 : acc + 0.5f * (alphaT * e2) * d1;
+        return acc + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
+    }
+
+    /// <summary>
+    /// The third-order DPM-Solver++ update (Taylor form): <paramref name="d1"/> and <paramref name="d2"/> the first and
+    /// second divided differences; SDE variant with <paramref name="noise"/>.
+    /// </summary>
+    public static Tensor ThirdOrderUpdate(Tensor x, Tensor d0, Tensor d1, Tensor d2, float alphaT, float sigmaT, float sigmaS, float h, Tensor? noise)
+    {
+        if (noise is null)
+        {
+            float em1 = MathF.Exp(-h) - 1f;
+            return sigmaT / sigmaS * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1 - alphaT * ((MathF.Exp(-h) - 1f + h) / (h * h) - 0.5f) * d2;
+        }
+        float e2 = 1f - MathF.Exp(-2f * h);
+        return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * e2 * d0 + alphaT * (e2 / (-2f * h) + 1f) * d1
+            + alphaT * ((1f - MathF.Exp(-2f * h) - 2f * h) / ((2f * h) * (2f * h)) - 0.5f) * d2 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
     }
 
     /// <summary>alpha_t·x + sigma_t·noise at a sigma (the reference's add_noise for these schedulers).</summary>

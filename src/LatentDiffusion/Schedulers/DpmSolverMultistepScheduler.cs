@@ -15,8 +15,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
         ("euler_at_final", false), .. SigmaSchedule.SigmaKeys, ("use_lu_lambdas", false), ("use_flow_sigmas", false),
         ("flow_shift", 1.0), ("final_sigmas_type", "zero"), ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null),
         ("timestep_spacing", "linspace"), ("steps_offset", 0), ("rescale_betas_zero_snr", false), ("use_dynamic_shifting", false),
@@ -27,17 +26,9 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     public DpmSolverMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DPMSolverMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true, adjust: RemapForeignSolver)
     {
-        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        Config.RequireOneOf("solver_type", "midpoint", "heun");
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("variance_type", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
-        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
-        Heun = Config.String("solver_type", null) == "heun";
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
         if (Config.Bool("use_lu_lambdas", false) && (Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false)))
             throw new NotSupportedException($"Config '{Config.Source}': use_lu_lambdas cannot be combined with use_karras_sigmas or use_exponential_sigmas.");
@@ -59,8 +50,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
-        int last = T - DpmSolverMath.ClippedCount(AlphasCumprod, Config.Double("lambda_min_clipped", double.NegativeInfinity));
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, T, last, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, T, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps);
         bool cosine = Config.String("beta_schedule", "linear") == "squaredcos_cap_v2";
         double[] sig;
         if (Config.Bool("use_lu_lambdas", false))
@@ -74,27 +64,11 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
         else
             (t, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: !cosine, configSigmaRange: false);
         float final = Config.String("final_sigmas_type", "zero") == "sigma_min" ? DpmSolverMath.SigmaMin(AlphasCumprod) : 0f;
-        return new Run(this, t, [.. sig.Select(x => (float)x), final], generator);
+        return new Run(this, t, DpmSolverMath.WithFinal(sig, final), generator);
     }
 
-    private sealed class Run(DpmSolverMultistepScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    private sealed class Run(DpmSolverMultistepScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, generator)
     {
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
-        private int _lowerOrderNums;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            // The reference falls back to the last step for a timestep it does not know.
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -105,21 +79,17 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             bool lowerOrderFinal = i == n - 1 && (s.Config.Bool("euler_at_final", false) || (s.Config.Bool("lower_order_final", true) && n < 15) || s.Config.String("final_sigmas_type", "zero") == "zero");
             bool lowerOrderSecond = i == n - 2 && s.Config.Bool("lower_order_final", true) && n < 15;
             var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(x0);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(x0);
             var x = sample.to(ScalarType.Float32);
             Tensor? noise = s.Sde ? Noise(x) : null;
             Tensor prev;
-            if (s.SolverOrder == 1 || _lowerOrderNums < 1 || lowerOrderFinal)
-                prev = FirstOrder(i, _modelOutputs[^1]!, x, noise);
-            else if (s.SolverOrder == 2 || _lowerOrderNums < 2 || lowerOrderSecond)
+            if (s.SolverOrder == 1 || LowerOrderNums < 1 || lowerOrderFinal)
+                prev = FirstOrder(i, ModelOutputs[^1]!, x, noise);
+            else if (s.SolverOrder == 2 || LowerOrderNums < 2 || lowerOrderSecond)
                 prev = SecondOrder(i, x, noise);
             else
                 prev = ThirdOrder(i, x, noise);
-            if (_lowerOrderNums < s.SolverOrder) _lowerOrderNums++;
-            StepIndex = i + 1;
+            CompleteStep(i);
             return prev.to(modelOutput.dtype).MoveToOuterDisposeScope();
         }
 
@@ -127,10 +97,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (_, sigmaS, lambdaS) = DpmSolverMath.At(Sig[i]);
-            float h = lambdaT - lambdaS;
-            if (!s.Sde)
-                return sigmaT / sigmaS * x - alphaT * (MathF.Exp(-h) - 1f) * m0;
-            return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * (1f - MathF.Exp(-2f * h)) * m0 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return DpmSolverMath.FirstOrderUpdate(x, m0, alphaT, sigmaT, sigmaS, lambdaT - lambdaS, noise);
         }
 
         private Tensor SecondOrder(int i, Tensor x, Tensor? noise)
@@ -138,22 +105,11 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (_, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
-            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!;
+            Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!;
             float h = lambdaT - lambdaS0, h0 = lambdaS0 - lambdaS1;
             float r0 = h0 / h;
-            var d0 = m0;
             var d1 = 1f / r0 * (m0 - m1);
-            if (!s.Sde)
-            {
-                float em1 = MathF.Exp(-h) - 1f;
-                return s.Heun
-                    ? sigmaT / sigmaS0 * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1
-                    : sigmaT / sigmaS0 * x - alphaT * em1 * d0 - 0.5f * (alphaT * em1) * d1;
-            }
-            float e2 = 1f - MathF.Exp(-2f * h);
-            var common = sigmaT / sigmaS0 * MathF.Exp(-h) * x + alphaT * e2 * d0;
-            common = s.Heun ? common + alphaT * (e2 / (-2f * h) + 1f) * d1 : common + 0.5f * (alphaT * e2) * d1;
-            return common + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return DpmSolverMath.SecondOrderUpdate(x, m0, d1, alphaT, sigmaT, sigmaS0, h, s.Heun, noise);
         }
 
         private Tensor ThirdOrder(int i, Tensor x, Tensor? noise)
@@ -162,21 +118,14 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             var (_, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
             var (_, _, lambdaS2) = DpmSolverMath.At(Sig[i - 2]);
-            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!, m2 = _modelOutputs[^3]!;
+            Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!, m2 = ModelOutputs[^3]!;
             float h = lambdaT - lambdaS0, h0 = lambdaS0 - lambdaS1, h1 = lambdaS1 - lambdaS2;
             float r0 = h0 / h, r1 = h1 / h;
             var d10 = 1f / r0 * (m0 - m1);
             var d11 = 1f / r1 * (m1 - m2);
             var d1 = d10 + r0 / (r0 + r1) * (d10 - d11);
             var d2 = 1f / (r0 + r1) * (d10 - d11);
-            if (!s.Sde)
-            {
-                float em1 = MathF.Exp(-h) - 1f;
-                return sigmaT / sigmaS0 * x - alphaT * em1 * m0 + alphaT * (em1 / h + 1f) * d1 - alphaT * ((MathF.Exp(-h) - 1f + h) / (h * h) - 0.5f) * d2;
-            }
-            float e2 = 1f - MathF.Exp(-2f * h);
-            return sigmaT / sigmaS0 * MathF.Exp(-h) * x + alphaT * e2 * m0 + alphaT * (e2 / (-2f * h) + 1f) * d1
-                + alphaT * ((1f - MathF.Exp(-2f * h) - 2f * h) / ((2f * h) * (2f * h)) - 0.5f) * d2 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return DpmSolverMath.ThirdOrderUpdate(x, m0, d1, d2, alphaT, sigmaT, sigmaS0, h, noise);
         }
     }
 }

@@ -13,8 +13,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
         .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("final_sigmas_type", "zero"),
         ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null), ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
     ];
@@ -23,16 +22,8 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
     public DpmSolverSinglestepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DPMSolverSinglestepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: DpmSolverMultistepScheduler.RemapForeignSolver)
     {
-        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        Config.RequireOneOf("solver_type", "midpoint", "heun");
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("variance_type", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder is < 1 or > 3) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (supported: 1, 2, 3).");
-        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
-        Heun = Config.String("solver_type", null) == "heun";
+        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
+        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
         SigmaSchedule.RequireOneSpacing(Config);
     }
 
@@ -44,12 +35,11 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        int last = NumTrainTimesteps - DpmSolverMath.ClippedCount(AlphasCumprod, Config.Double("lambda_min_clipped", double.NegativeInfinity));
-        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, last, inferenceSteps, 0);
+        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps, 0);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
         bool zeroFinal = Config.String("final_sigmas_type", "zero") == "zero";
         float final = zeroFinal ? 0f : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final], OrderList(inferenceSteps, zeroFinal), generator);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final), OrderList(inferenceSteps, zeroFinal), generator);
     }
 
     /// <summary>The solver order of every step: cycles 1, 2, (3) so each k-th order step has its k evaluations, lower at the end.</summary>
@@ -80,24 +70,10 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
         return [.. orders];
     }
 
-    private sealed class Run(DpmSolverSinglestepScheduler s, double[] timesteps, float[] sigmas, int[] orders, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    private sealed class Run(DpmSolverSinglestepScheduler s, double[] timesteps, float[] sigmas, int[] orders, torch.Generator? generator) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, generator)
     {
         private readonly int[] _orders = orders;
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
         private Tensor? _sample;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -105,13 +81,10 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
             var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(x0);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(x0);
             Tensor? noise = s.Sde ? Noise(modelOutput) : null;
             int order = i < _orders.Length ? _orders[i] : 1;
-            while (_modelOutputs[^order] is null) order--;
+            while (ModelOutputs[^order] is null) order--;
             if (order == 1)
             {
                 var kept = Keep(sample);
@@ -133,10 +106,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (_, sigmaS, lambdaS) = DpmSolverMath.At(Sig[i]);
-            float h = lambdaT - lambdaS;
-            var m0 = _modelOutputs[^1]!;
-            if (!s.Sde) return sigmaT / sigmaS * x - alphaT * (MathF.Exp(-h) - 1f) * m0;
-            return sigmaT / sigmaS * MathF.Exp(-h) * x + alphaT * (1f - MathF.Exp(-2f * h)) * m0 + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return DpmSolverMath.FirstOrderUpdate(x, ModelOutputs[^1]!, alphaT, sigmaT, sigmaS, lambdaT - lambdaS, noise);
         }
 
         private Tensor SecondOrder(int i, Tensor x, Tensor? noise)
@@ -144,21 +114,11 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (_, _, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, sigmaS1, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
-            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!;
+            Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!;
+            // Singlestep integrates from the older evaluation s1 over the whole interval.
             float h = lambdaT - lambdaS1, h0 = lambdaS0 - lambdaS1, r0 = h0 / h;
-            var d0 = m1;
             var d1 = 1f / r0 * (m0 - m1);
-            if (!s.Sde)
-            {
-                float em1 = MathF.Exp(-h) - 1f;
-                return s.Heun
-                    ? sigmaT / sigmaS1 * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d1
-                    : sigmaT / sigmaS1 * x - alphaT * em1 * d0 - 0.5f * (alphaT * em1) * d1;
-            }
-            float e2 = 1f - MathF.Exp(-2f * h);
-            var acc = sigmaT / sigmaS1 * MathF.Exp(-h) * x + alphaT * e2 * d0;
-            acc = s.Heun ? acc + alphaT * (e2 / (-2f * h) + 1f) * d1 : acc + 0.5f * (alphaT * e2) * d1;
-            return acc + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return DpmSolverMath.SecondOrderUpdate(x, m1, d1, alphaT, sigmaT, sigmaS1, h, s.Heun, noise);
         }
 
         private Tensor ThirdOrder(int i, Tensor x, Tensor? noise)
@@ -167,28 +127,27 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
             var (_, _, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
             var (_, sigmaS2, lambdaS2) = DpmSolverMath.At(Sig[i - 2]);
-            Tensor m0 = _modelOutputs[^1]!, m1 = _modelOutputs[^2]!, m2 = _modelOutputs[^3]!;
+            Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!, m2 = ModelOutputs[^3]!;
             float h = lambdaT - lambdaS2, h0 = lambdaS0 - lambdaS2, h1 = lambdaS1 - lambdaS2;
             float r0 = h0 / h, r1 = h1 / h;
             var d0 = m2;
             var d10 = 1f / r1 * (m1 - m2);
             var d11 = 1f / r0 * (m0 - m2);
-            var d1 = (r0 * d10 - r1 * d11) / (r0 - r1);
-            var d2 = 2f * (d11 - d10) / (r0 - r1);
-            if (!s.Sde)
+            if (s.Heun)
+            {
+                var d1 = (r0 * d10 - r1 * d11) / (r0 - r1);
+                var d2 = 2f * (d11 - d10) / (r0 - r1);
+                return DpmSolverMath.ThirdOrderUpdate(x, d0, d1, d2, alphaT, sigmaT, sigmaS2, h, noise);
+            }
+            // The midpoint variant uses only the divided difference to the newest evaluation.
+            if (noise is null)
             {
                 float em1 = MathF.Exp(-h) - 1f;
-                var acc = sigmaT / sigmaS2 * x - alphaT * em1 * d0;
-                return s.Heun
-                    ? acc + alphaT * (em1 / h + 1f) * d1 - alphaT * ((MathF.Exp(-h) - 1f + h) / (h * h) - 0.5f) * d2
-                    : acc + alphaT * (em1 / h + 1f) * d11;
+                return sigmaT / sigmaS2 * x - alphaT * em1 * d0 + alphaT * (em1 / h + 1f) * d11;
             }
             float e2 = 1f - MathF.Exp(-2f * h);
-            var sde = sigmaT / sigmaS2 * MathF.Exp(-h) * x + alphaT * e2 * d0;
-            sde = s.Heun
-                ? sde + alphaT * (e2 / (-2f * h) + 1f) * d1 + alphaT * ((1f - MathF.Exp(-2f * h) + -2f * h) / ((-2f * h) * (-2f * h)) - 0.5f) * d2
-                : sde + alphaT * (e2 / (-2f * h) + 1f) * d11;
-            return sde + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise!;
+            return sigmaT / sigmaS2 * MathF.Exp(-h) * x + alphaT * e2 * d0 + alphaT * (e2 / (-2f * h) + 1f) * d11
+                + sigmaT * MathF.Sqrt(1f - MathF.Exp(-2f * h)) * noise;
         }
     }
 }

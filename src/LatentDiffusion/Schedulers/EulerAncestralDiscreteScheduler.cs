@@ -30,16 +30,8 @@ public sealed class EulerAncestralDiscreteScheduler : DiffusionScheduler
         return new Run(this, timesteps, sigmas, generator);
     }
 
-    private sealed class Run(EulerAncestralDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    private sealed class Run(EulerAncestralDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
     {
-        public override double InitNoiseSigma { get; } = SigmaSchedule.InitNoiseSigma(s.Config, sigmas);
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep)
-            => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             int i = CurrentIndex(timestep);

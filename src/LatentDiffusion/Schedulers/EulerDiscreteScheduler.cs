@@ -25,8 +25,7 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
         Config.RequireOneOf("interpolation_type", "linear");
         Config.RequireOneOf("timestep_type", "discrete");
         Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
@@ -35,16 +34,8 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
         return new Run(this, timesteps, sigmas, generator);
     }
 
-    private sealed class Run(EulerDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
+    private sealed class Run(EulerDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
     {
-        public override double InitNoiseSigma { get; } = SigmaSchedule.InitNoiseSigma(s.Config, sigmas);
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep)
-            => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             int i = CurrentIndex(timestep);

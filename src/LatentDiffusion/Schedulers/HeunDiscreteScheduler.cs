@@ -21,8 +21,7 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
     public HeunDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("HeunDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
@@ -34,19 +33,13 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
         return new Run(this, timesteps, sigmas);
     }
 
-    private sealed class Run(HeunDiscreteScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(HeunDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Config, timesteps, sigmas, null)
     {
         private Tensor? _prevDerivative;
         private Tensor? _sample;
         private float? _dt;
 
         public override int Order => 2;
-
-        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {

@@ -17,8 +17,7 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
     public KDpm2AncestralDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("KDPM2AncestralDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
@@ -48,48 +47,28 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
     }
 
     private sealed class Run(KDpm2AncestralDiscreteScheduler s, double[] timesteps, float[] sigmas, float[] interpol, float[] up, float[] down, torch.Generator? generator)
-        : SchedulerRun(timesteps, sigmas, generator)
+        : KDpm2Run(s, timesteps, sigmas, interpol, generator)
     {
-        private readonly float[] _interpol = interpol, _up = up, _down = down;
-        private Tensor? _sample;
-
-        public override int Order => 2;
-
-        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
+        private readonly float[] _up = up, _down = down;
 
         public override Tensor ScaleModelInput(Tensor sample, double timestep)
         {
             int i = CurrentIndex(timestep);
-            return SigmaSchedule.ScaleInput(sample, _sample is null ? Sig[i] : _interpol[i - 1]);
+            return SigmaSchedule.ScaleInput(sample, InFirstStage ? Sig[i] : Interpol[i - 1]);
         }
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             int i = CurrentIndex(timestep);
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
-            bool first = _sample is null;
+            bool first = InFirstStage;
             int j = first ? i : i - 1;
-            float sigma = Sig[j], sigmaInterpol = _interpol[j], sigmaUp = _up[j];
+            float sigma = Sig[j], sigmaInterpol = Interpol[j], sigmaUp = _up[j];
             float sigmaDown = _down[i - 1 >= 0 ? i - 1 : _down.Length - 1];
-            var x0 = SigmaSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, first ? sigma : sigmaInterpol, s.ClassName);
-            Tensor prev;
-            if (first)
-            {
-                var derivative = (sample - x0) / sigma;
-                _sample = Keep(sample);
-                prev = sample + derivative * (sigmaInterpol - sigma);
-            }
-            else
-            {
-                var derivative = (sample - x0) / sigmaInterpol;
-                prev = _sample! + derivative * (sigmaDown - sigma);
-                Release(_sample);
-                _sample = null;
-                prev = prev + Noise(modelOutput) * sigmaUp;
-            }
+            var prev = MidpointStep(modelOutput, sample, sigma, sigmaInterpol, sigmaDown);
+            // The second stage lands on σ_down; fresh noise σ_up brings it to the next sigma.
+            if (!first) prev = prev + Noise(modelOutput) * sigmaUp;
             StepIndex = i + 1;
             return prev.MoveToOuterDisposeScope();
         }

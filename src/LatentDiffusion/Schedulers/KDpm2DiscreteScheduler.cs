@@ -21,8 +21,7 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
     public KDpm2DiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("KDPM2DiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
@@ -43,50 +42,66 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
         return new Run(this, [.. timesteps], KDpm2Math.Interleave(sig), KDpm2Math.Interleave(interpol));
     }
 
-    private sealed class Run(KDpm2DiscreteScheduler s, double[] timesteps, float[] sigmas, float[] interpol) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(KDpm2DiscreteScheduler s, double[] timesteps, float[] sigmas, float[] interpol) : KDpm2Run(s, timesteps, sigmas, interpol, null)
     {
-        private readonly float[] _interpol = interpol;
-        private Tensor? _sample;
-
-        public override int Order => 2;
-
-        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
-
         public override Tensor ScaleModelInput(Tensor sample, double timestep)
         {
             int i = CurrentIndex(timestep);
-            return SigmaSchedule.ScaleInput(sample, _sample is null ? Sig[i] : _interpol[i]);
+            return SigmaSchedule.ScaleInput(sample, InFirstStage ? Sig[i] : Interpol[i]);
         }
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             int i = CurrentIndex(timestep);
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
-            bool first = _sample is null;
+            bool first = InFirstStage;
             float sigma = first ? Sig[i] : Sig[i - 1];
-            float sigmaInterpol = first ? _interpol[i + 1] : _interpol[i];
+            float sigmaInterpol = first ? Interpol[i + 1] : Interpol[i];
             float sigmaNext = first ? Sig[i + 1] : Sig[i];
-            var x0 = SigmaSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, first ? sigma : sigmaInterpol, s.ClassName);
-            Tensor prev;
-            if (first)
-            {
-                var derivative = (sample - x0) / sigma;
-                _sample = Keep(sample);
-                prev = sample + derivative * (sigmaInterpol - sigma);
-            }
-            else
-            {
-                var derivative = (sample - x0) / sigmaInterpol;
-                prev = _sample! + derivative * (sigmaNext - sigma);
-                Release(_sample);
-                _sample = null;
-            }
+            var prev = MidpointStep(modelOutput, sample, sigma, sigmaInterpol, sigmaNext);
             StepIndex = i + 1;
             return prev.MoveToOuterDisposeScope();
         }
+    }
+}
+
+/// <summary>
+/// The two-stage step shared by KDPM2 and KDPM2 ancestral: an Euler half-step to the midpoint sigma, then, after the
+/// model has been evaluated there, the full step from the kept sample with the midpoint's slope.
+/// </summary>
+internal abstract class KDpm2Run(DiffusionScheduler scheduler, double[] timesteps, float[] sigmas, float[] interpol, torch.Generator? generator)
+    : SigmaScheduleRun(scheduler.Config, timesteps, sigmas, generator)
+{
+    private Tensor? _sample;
+
+    /// <summary>The midpoint sigmas, paired per evaluation like the sigmas.</summary>
+    protected float[] Interpol { get; } = interpol;
+
+    /// <summary>Whether the next evaluation is the first of a step (no sample kept yet).</summary>
+    protected bool InFirstStage => _sample is null;
+
+    public override int Order => 2;
+
+    /// <summary>
+    /// First stage: from <paramref name="sigma"/> to <paramref name="sigmaInterpol"/> with the slope there, keeping the
+    /// sample; second stage: from the kept sample to <paramref name="sigmaTo"/> with the slope at the midpoint.
+    /// </summary>
+    protected Tensor MidpointStep(Tensor modelOutput, Tensor sample, float sigma, float sigmaInterpol, float sigmaTo)
+    {
+        bool first = _sample is null;
+        var x0 = SigmaSchedule.PredictOriginal(scheduler.PredictionType, modelOutput, sample, first ? sigma : sigmaInterpol, scheduler.ClassName);
+        if (first)
+        {
+            var slope = (sample - x0) / sigma;
+            _sample = Keep(sample);
+            return sample + slope * (sigmaInterpol - sigma);
+        }
+        var derivative = (sample - x0) / sigmaInterpol;
+        var prev = _sample! + derivative * (sigmaTo - sigma);
+        Release(_sample);
+        _sample = null;
+        return prev;
     }
 }
 

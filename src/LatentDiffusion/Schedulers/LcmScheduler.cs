@@ -47,16 +47,8 @@ public sealed class LcmScheduler : DiffusionScheduler
         return new Run(this, timesteps, generator);
     }
 
-    private sealed class Run(LcmScheduler s, double[] timesteps, torch.Generator? generator) : SchedulerRun(timesteps, null, generator)
+    private sealed class Run(LcmScheduler s, double[] timesteps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)
     {
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-        {
-            using var t = torch.tensor((long)timestep);
-            return ForwardDiffusion.AddNoise(s.AlphasCumprod, original, noise, t);
-        }
-
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
             int i = CurrentIndex(timestep);

@@ -23,8 +23,7 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
     public LmsDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("LMSDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SigmaSchedule.RequireOneSpacing(Config);
+        SigmaSchedule.RequireSpacings(Config);
     }
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
@@ -55,15 +54,9 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
         return sum * half;
     }
 
-    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Config, timesteps, sigmas, null)
     {
         private readonly List<Tensor> _derivatives = [];
-
-        public override double InitNoiseSigma => SigmaSchedule.InitNoiseSigma(s.Config, Sig);
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => SigmaSchedule.ScaleInput(sample, Sig[CurrentIndex(timestep)]);
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {

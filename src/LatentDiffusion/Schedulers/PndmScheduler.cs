@@ -77,20 +77,12 @@ public sealed class PndmScheduler : DiffusionScheduler
         return new Run(this, inferenceSteps, [.. prk], [.. prk.Select(v => (double)v), .. plms.Select(v => (double)v)]);
     }
 
-    private sealed class Run(PndmScheduler s, int steps, long[] prkTimesteps, double[] timesteps) : SchedulerRun(timesteps, null, null)
+    private sealed class Run(PndmScheduler s, int steps, long[] prkTimesteps, double[] timesteps) : AlphaScheduleRun(s.AlphasCumprod, timesteps, null)
     {
         private readonly List<Tensor> _ets = [];
         private Tensor? _curModelOutput;
         private Tensor? _curSample;
         private int _counter;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-        {
-            using var t = torch.tensor((long)timestep);
-            return ForwardDiffusion.AddNoise(s.AlphasCumprod, original, noise, t);
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {

@@ -60,6 +60,13 @@ internal static class SigmaSchedule
             throw new NotSupportedException($"Config '{config.Source}': only one of use_karras_sigmas and use_exponential_sigmas can be true.");
     }
 
+    /// <summary>Refuses an unknown <c>timestep_spacing</c> and unsupported sigma spacings (<see cref="RequireOneSpacing"/>).</summary>
+    public static void RequireSpacings(JsonConfig config)
+    {
+        config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        RequireOneSpacing(config);
+    }
+
     /// <summary>The reference's init_noise_sigma: the largest sigma, or sqrt(σ_max²+1) for "leading" spacing.</summary>
     public static double InitNoiseSigma(JsonConfig config, float[] sigmas)
     {

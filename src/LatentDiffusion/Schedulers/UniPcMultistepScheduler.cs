@@ -14,8 +14,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("solver_order", 2), ("prediction_type", "epsilon"), ("thresholding", false), ("dynamic_thresholding_ratio", 0.995),
-        ("sample_max_value", 1.0), ("predict_x0", true), ("solver_type", "bh2"), ("lower_order_final", true), ("disable_corrector", Array.Empty<int>()),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("predict_x0", true), ("solver_type", "bh2"), ("lower_order_final", true), ("disable_corrector", Array.Empty<int>()),
         ("solver_p", null), .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("timestep_spacing", "linspace"),
         ("steps_offset", 0), ("final_sigmas_type", "zero"), ("rescale_betas_zero_snr", false), ("use_dynamic_shifting", false),
         ("time_shift_type", "exponential"), ("sigma_min", null), ("sigma_max", null), ("shift_terminal", null),
@@ -31,12 +30,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
     {
         Config.RequireOneOf("solver_type", "bh1", "bh2");
         Config.RequireOneOf("solver_p", "null");
-        Config.RequireOneOf("use_flow_sigmas", "false");
-        Config.RequireOneOf("use_dynamic_shifting", "false");
+        DpmSolverMath.RefuseFlowSigmas(Config);
         Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = Config.Int("solver_order", 2);
-        if (SolverOrder < 1) throw new NotSupportedException($"Config '{Config.Source}': 'solver_order' = {SolverOrder} is not supported (at least 1).");
+        SolverOrder = DpmSolverMath.SolverOrder(Config, null);
         PredictX0 = Config.Bool("predict_x0", true);
         Bh1 = Config.String("solver_type", "bh2") == "bh1";
         DisableCorrector = [.. Config.IntArray("disable_corrector") ?? []];
@@ -53,11 +50,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config.String("timestep_spacing", "linspace")!, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps, Config.Int("steps_offset", 0));
+        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: true);
-        bool alternative = Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false);
-        float final = Config.String("final_sigmas_type", "zero") == "zero" ? 0f : alternative ? (float)sig[^1] : DpmSolverMath.SigmaMin(AlphasCumprod);
-        return new Run(this, timesteps, [.. sig.Select(x => (float)x), final]);
+        float final = Config.String("final_sigmas_type", "zero") == "zero" ? 0f : DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig);
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final));
     }
 
     private static float Expm1(float x)
@@ -99,25 +95,10 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
         return x;
     }
 
-    private sealed class Run(UniPcMultistepScheduler s, double[] timesteps, float[] sigmas) : SchedulerRun(timesteps, sigmas, null)
+    private sealed class Run(UniPcMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)
     {
-        private readonly Tensor?[] _modelOutputs = new Tensor?[s.SolverOrder];
         private Tensor? _lastSample;
-        private int _lowerOrderNums;
         private int _thisOrder;
-
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => sample.alias();
-
-        public override Tensor AddNoise(Tensor original, Tensor noise, double timestep)
-            => DpmSolverMath.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
-
-        protected override int IndexForTimestep(double timestep)
-        {
-            int matches = 0, first = -1;
-            for (int i = 0; i < Timesteps.Count; i++)
-                if (Timesteps[i] == timestep) { if (matches++ == 1) return i; first = first < 0 ? i : first; }
-            return first >= 0 ? first : Timesteps.Count - 1;
-        }
 
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {
@@ -129,18 +110,14 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 ? DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
                 : DpmSolverMath.NoisePrediction(s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             if (useCorrector) sample = Corrector(i, converted, _lastSample!, _thisOrder);
-            var oldest = _modelOutputs[0];
-            for (int k = 0; k < s.SolverOrder - 1; k++) _modelOutputs[k] = _modelOutputs[k + 1];
-            _modelOutputs[^1] = Keep(converted);
-            if (oldest is not null && Array.IndexOf(_modelOutputs, oldest) < 0) Release(oldest);
+            PushModelOutput(converted);
             int order = s.Config.Bool("lower_order_final", true) ? Math.Min(s.SolverOrder, Timesteps.Count - i) : s.SolverOrder;
-            _thisOrder = Math.Min(order, _lowerOrderNums + 1);
+            _thisOrder = Math.Min(order, LowerOrderNums + 1);
             var kept = Keep(sample);
             Release(_lastSample);
             _lastSample = kept;
             var prev = Predictor(i, sample, _thisOrder);
-            if (_lowerOrderNums < s.SolverOrder) _lowerOrderNums++;
-            StepIndex = i + 1;
+            CompleteStep(i);
             return prev.MoveToOuterDisposeScope();
         }
 
@@ -169,7 +146,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
             var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             float h = lambdaT - lambdaS0;
-            var m0 = _modelOutputs[^1]!;
+            var m0 = ModelOutputs[^1]!;
             var rks = new List<float>();
             var d1s = new List<Tensor>();
             for (int k = 1; k < order; k++)
@@ -177,7 +154,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 var (_, _, lambdaSi) = DpmSolverMath.At(Sig[i - k]);
                 float rk = (lambdaSi - lambdaS0) / h;
                 rks.Add(rk);
-                d1s.Add((_modelOutputs[^(k + 1)]! - m0) / rk);
+                d1s.Add((ModelOutputs[^(k + 1)]! - m0) / rk);
             }
             rks.Add(1f);
             var (r, b, hPhi1, bh) = Coefficients(h, [.. rks], order);
@@ -205,7 +182,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i]);
             var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i - 1]);
             float h = lambdaT - lambdaS0;
-            var m0 = _modelOutputs[^1]!;
+            var m0 = ModelOutputs[^1]!;
             var rks = new List<float>();
             var d1s = new List<Tensor>();
             for (int k = 1; k < order; k++)
@@ -213,7 +190,7 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
                 var (_, _, lambdaSi) = DpmSolverMath.At(Sig[i - (k + 1)]);
                 float rk = (lambdaSi - lambdaS0) / h;
                 rks.Add(rk);
-                d1s.Add((_modelOutputs[^(k + 1)]! - m0) / rk);
+                d1s.Add((ModelOutputs[^(k + 1)]! - m0) / rk);
             }
             rks.Add(1f);
             var (r, b, hPhi1, bh) = Coefficients(h, [.. rks], order);
