@@ -131,7 +131,7 @@ internal static class NoiseSchedule
         switch (spacing)
         {
             case "linspace":
-                t = Linspace(0, trainSteps - 1, steps).Reverse().ToArray();
+                t = Enumerable.Reverse(Linspace(0, trainSteps - 1, steps)).ToArray();
                 t = roundLinspace ? t.Select(v => Math.Round(v)).ToArray() : t.Select(v => (double)(float)v).ToArray();
                 break;
             case "leading":

@@ -49,7 +49,7 @@ public sealed class PndmScheduler : DiffusionScheduler
                 break;
             }
             default:
-                baseSteps = NoiseSchedule.ArangeDown(T, 0, -(T / (double)inferenceSteps)).Reverse().Select(v => (long)Math.Round(v) - 1).ToArray();
+                baseSteps = Enumerable.Reverse(NoiseSchedule.ArangeDown(T, 0, -(T / (double)inferenceSteps))).Select(v => (long)Math.Round(v) - 1).ToArray();
                 break;
         }
         var prk = new List<long>();
@@ -72,7 +72,7 @@ public sealed class PndmScheduler : DiffusionScheduler
             var doubled = new List<long>();
             foreach (var v in pairs.Take(pairs.Count - 1)) { doubled.Add(v); doubled.Add(v); }
             prk.AddRange(doubled.Skip(1).Take(doubled.Count - 2).Reverse());
-            plms.AddRange(baseSteps.Length > 3 ? baseSteps[..^3].Reverse() : []);
+            plms.AddRange(baseSteps.Length > 3 ? Enumerable.Reverse(baseSteps[..^3]) : []);
         }
         return new Run(this, inferenceSteps, [.. prk], [.. prk.Select(v => (double)v), .. plms.Select(v => (double)v)]);
     }
