@@ -3,8 +3,8 @@
 # pipeline and this library on the same full-size SD 1.5 random-weight model, in one command, and checks CUDA parity
 # on the tiny model. Needs diffusers importable by python3 (PYTHONPATH). Writes logs and images to $OUT.
 set -uo pipefail
-OUT=${OUT:-/tmp/ldm-out}; mkdir -p "$OUT"
-W=/tmp/ldm; mkdir -p $W
+OUT=${OUT:-${TMPDIR:-/tmp}/ldm-out}; mkdir -p "$OUT"
+W=${TMPDIR:-/tmp}/ldm; mkdir -p "$W"
 TL=$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))")
 TI=$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'include'))")
 tar -xJf .gpu/apps.tar.xz -C $W

@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 
 // Trains the built-in "shapes" model from scratch on the synthetic captioned pictures (ShapesDataset):
 //   dotnet run -c Release --project tools/TrainShapes -- [--output models/shapes] [--work .train-shapes]
-//       [--vae-steps 700] [--vae-batch 8] [--unet-steps 9000] [--batch 32] [--bank 8192] [--lr 5e-4] [--seed 0] [--threads 2] [--probe]
+//       [--vae-steps 700] [--vae-batch 8] [--unet-steps 2500] [--batch 32] [--bank 8192] [--lr 8e-4] [--groups 8] [--seed 0] [--threads 2] [--probe]
 // Phase 1 trains the autoencoder, phase 2 the text encoder and UNet on its latents; both checkpoint into --work and
 // resume from there. The result is a diffusers folder (float16) that this library and the reference both load.
 var opts = Args.Parse(args);
@@ -42,11 +42,13 @@ var textConfigJson = JsonConfig.Parse($$"""
   "vocab_size": {{tokenizer.VocabularySize}}, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
   "bos_token_id": {{tokenizer.BosTokenId}}, "eos_token_id": {{tokenizer.EosTokenId}}, "pad_token_id": {{tokenizer.PadTokenId}}, "projection_dim": 64 }
 """, "shapes text encoder");
-var unetConfig = UNet2DConditionConfig.FromJson(JsonConfig.Parse("""
+// Few channels per normalisation group: with one channel per group (32 of 32) every block would remove each channel's
+// mean, which is where the picture's colours live, and the model could not learn colour words.
+var unetConfig = UNet2DConditionConfig.FromJson(JsonConfig.Parse($$"""
 { "_class_name": "UNet2DConditionModel", "sample_size": 16, "in_channels": 4, "out_channels": 4,
   "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
   "mid_block_type": "UNetMidBlock2DCrossAttn", "block_out_channels": [32, 64], "layers_per_block": 1,
-  "cross_attention_dim": 64, "attention_head_dim": 4, "norm_num_groups": 32 }
+  "cross_attention_dim": 64, "attention_head_dim": 4, "norm_num_groups": {{opts.Groups}} }
 """, "shapes unet"));
 // Training noise: the Stable Diffusion schedule. Sampling: DPM++ 2M on the same schedule.
 var noiseConfig = JsonConfig.Parse("""
@@ -185,14 +187,14 @@ internal sealed class Progress(Action<TrainingProgress> report) : IProgress<Trai
     public void Report(TrainingProgress value) => report(value);
 }
 
-internal sealed record Args(string Output, string Work, int VaeSteps, int UNetSteps, int Batch, int VaeBatch, int BankSize, int Seed, int Threads, bool Probe, int CheckpointEvery, double LearningRate, int EvalCount)
+internal sealed record Args(string Output, string Work, int VaeSteps, int UNetSteps, int Batch, int VaeBatch, int BankSize, int Seed, int Threads, bool Probe, int CheckpointEvery, double LearningRate, int EvalCount, int Groups)
 {
     public static Args Parse(string[] a)
     {
         string Get(string name, string fallback) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : fallback; }
         return new Args(Get("--output", "models/shapes"), Get("--work", ".train-shapes"), int.Parse(Get("--vae-steps", "700")),
-            int.Parse(Get("--unet-steps", "9000")), int.Parse(Get("--batch", "32")), int.Parse(Get("--vae-batch", "8")), int.Parse(Get("--bank", "8192")), int.Parse(Get("--seed", "0")),
+            int.Parse(Get("--unet-steps", "2500")), int.Parse(Get("--batch", "32")), int.Parse(Get("--vae-batch", "8")), int.Parse(Get("--bank", "8192")), int.Parse(Get("--seed", "0")),
             int.Parse(Get("--threads", "2")), a.Contains("--probe"), int.Parse(Get("--checkpoint-every", "500")),
-            double.Parse(Get("--lr", "5e-4"), CultureInfo.InvariantCulture), int.Parse(Get("--eval", "200")));
+            double.Parse(Get("--lr", "8e-4"), CultureInfo.InvariantCulture), int.Parse(Get("--eval", "200")), int.Parse(Get("--groups", "8")));
     }
 }
