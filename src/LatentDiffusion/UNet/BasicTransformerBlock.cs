@@ -1,3 +1,4 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -65,14 +66,8 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
         // Each normalised input and each superseded residual is freed as soon as it is used (peak memory at batch 4+).
         Tensor h;
         using (var n = _norm1.forward(hidden)) h = _attn1.forward(n, _onlyCrossAttention ? context : null).add_(hidden);
-        using (var n = _norm2.forward(h)) h = Replace(h, _attn2.forward(n, context).add_(h));
-        using (var n = _norm3.forward(h)) h = Replace(h, _ff.forward(n).add_(h));
+        using (var n = _norm2.forward(h)) h = Eager.Replace(h, _attn2.forward(n, context).add_(h));
+        using (var n = _norm3.forward(h)) h = Eager.Replace(h, _ff.forward(n).add_(h));
         return h;
-    }
-
-    private static Tensor Replace(Tensor old, Tensor next)
-    {
-        if (!ReferenceEquals(old, next)) old.Dispose();
-        return next;
     }
 }

@@ -84,12 +84,7 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
                 h = projected.permute(0, 2, 3, 1).reshape(b, height * width, _innerDim);
             }
         }
-        foreach (var block in _blocks)
-        {
-            var next = block.forward(h, context);
-            h.Dispose();
-            h = next;
-        }
+        foreach (var block in _blocks) h = Eager.Replace(h, block.forward(h, context));
         if (_useLinearProjection)
             h = _projOut.forward(h).reshape(b, height, width, c).permute(0, 3, 1, 2).contiguous();
         else
