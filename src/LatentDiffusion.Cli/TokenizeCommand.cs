@@ -14,7 +14,7 @@ internal static class TokenizeCommand
         var command = new Command("tokenize", "Print the token ids of a text (start and end tokens included, unpadded) as a JSON array.") { model, config, text };
         command.SetAction(parse =>
         {
-            var tokenizer = ClipTokenizer.FromDirectory(ModelPaths.TokenizerDirectory(BuiltInModel.Resolve(parse.GetValue(model)), parse.GetValue(config)));
+            var tokenizer = ClipTokenizer.ForModel(BuiltInModel.Resolve(parse.GetValue(model)), parse.GetValue(config));
             stdout.WriteLine("[" + string.Join(",", tokenizer.Encode(parse.GetValue(text) ?? "")) + "]");
             return 0;
         });

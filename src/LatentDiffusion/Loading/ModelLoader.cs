@@ -66,9 +66,7 @@ internal static class ModelLoader
     {
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
-        string tokenizerDir = options.ConfigDirectory is { } cfg ? Path.Combine(cfg, "tokenizer")
-            : throw new ArgumentException($"'{file}' is a single-file checkpoint, which carries no tokenizer: set PipelineOptions.ConfigDirectory (--config in the CLI) to a diffusers folder of the same family (for its tokenizer/ and configs).");
-        var tokenizer = ClipTokenizer.FromDirectory(tokenizerDir);
+        var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
         ITextEncoder? text = null; IUNet? unet = null;
         try

@@ -79,6 +79,22 @@ public sealed class ClipTokenizer
     private sealed record SpecialTokenNames(string Bos, string Eos, string Unk, string Pad);
 
     /// <summary>
+    /// The tokenizer of a model on disk: a diffusers folder's <c>tokenizer/</c>, or for a single-file checkpoint (which
+    /// carries none) the <c>tokenizer/</c> of <paramref name="configDirectory"/>, a diffusers folder of the same family.
+    /// </summary>
+    /// <exception cref="ArgumentException">A single file and no <paramref name="configDirectory"/>.</exception>
+    /// <exception cref="FileNotFoundException">Nothing at <paramref name="modelPath"/>.</exception>
+    public static ClipTokenizer ForModel(string modelPath, string? configDirectory = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelPath);
+        if (Directory.Exists(modelPath)) return FromDirectory(Path.Combine(modelPath, "tokenizer"));
+        if (!File.Exists(modelPath)) throw new FileNotFoundException($"Model not found: '{modelPath}'.", modelPath);
+        if (configDirectory is null)
+            throw new ArgumentException($"'{modelPath}' is a single-file checkpoint, which carries no tokenizer: set PipelineOptions.ConfigDirectory (--config in the CLI) to a diffusers folder of the same family (for its tokenizer/ and configs).");
+        return FromDirectory(Path.Combine(configDirectory, "tokenizer"));
+    }
+
+    /// <summary>
     /// Loads a diffusers <c>tokenizer</c> folder: <c>tokenizer.json</c> when present, otherwise <c>vocab.json</c> +
     /// <c>merges.txt</c>; special tokens and <c>model_max_length</c> from <c>tokenizer_config.json</c> and
     /// <c>special_tokens_map.json</c> when present (CLIP's defaults otherwise: pad <c>&lt;|endoftext|&gt;</c>, 77).

@@ -1,0 +1,21 @@
+using LatentDiffusion.Text;
+using NUnit.Framework;
+
+namespace LatentDiffusion.Tests.Text;
+
+public class ClipTokenizerForModelTests
+{
+    [Test]
+    public void ASingleFileNeedsAConfigFolderForItsTokenizer()
+    {
+        var e = Assert.Throws<ArgumentException>(() => ClipTokenizer.ForModel(Fixtures.PathOf("tiny-sd15.safetensors")));
+        Assert.That(e!.Message, Does.Contain("tiny-sd15.safetensors").And.Contain("ConfigDirectory"));
+        var viaConfig = ClipTokenizer.ForModel(Fixtures.PathOf("tiny-sd15.safetensors"), Fixtures.PathOf("tiny-sd15"));
+        var fromFolder = ClipTokenizer.ForModel(Fixtures.PathOf("tiny-sd15"));
+        Assert.That(viaConfig.Encode("a photograph of an astronaut"), Is.EqualTo(fromFolder.Encode("a photograph of an astronaut")));
+    }
+
+    [Test]
+    public void AMissingModelIsNamed()
+        => Assert.Throws<FileNotFoundException>(() => ClipTokenizer.ForModel(Path.Combine(Path.GetTempPath(), "no-model-" + Guid.NewGuid())));
+}
