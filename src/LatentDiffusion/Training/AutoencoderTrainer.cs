@@ -9,31 +9,14 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Training;
 
 /// <summary>Settings of an <see cref="AutoencoderTrainer"/>.</summary>
-public sealed record AutoencoderTrainingOptions
+public sealed record AutoencoderTrainingOptions : TrainingOptions
 {
-    /// <summary>AdamW's learning rate after the warm-up.</summary>
-    public double LearningRate { get; init; } = 1e-4;
-
-    /// <summary>Steps over which the learning rate rises linearly to LearningRate (0: none).</summary>
-    public int WarmupSteps { get; init; } = 100;
-
-    /// <summary>AdamW's decoupled weight decay.</summary>
-    public double WeightDecay { get; init; } = 1e-2;
-
-    /// <summary>The total gradient norm is clipped to this (0 or less: no clipping).</summary>
-    public double MaxGradNorm { get; init; } = 1.0;
-
     /// <summary>Weight of KL(posterior ‖ N(0, 1)) (mean over latent elements); small, so the latents stay informative.</summary>
     public double KlWeight { get; init; } = 1e-6;
 
     /// <summary>Weight of an extra L1 reconstruction term (mean absolute error), which keeps edges sharper; 0: none.</summary>
     public double L1Weight { get; init; }
 
-    /// <summary>Decode a sample of the posterior (true) or its mean.</summary>
-    public bool SampleLatents { get; init; } = true;
-
-    /// <summary>Seed of the posterior samples.</summary>
-    public long Seed { get; init; }
 }
 
 /// <summary>

@@ -13,20 +13,8 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Training;
 
 /// <summary>Settings of a <see cref="DiffusionTrainer"/>.</summary>
-public sealed record DiffusionTrainingOptions
+public sealed record DiffusionTrainingOptions : TrainingOptions
 {
-    /// <summary>AdamW's learning rate after the warm-up.</summary>
-    public double LearningRate { get; init; } = 1e-4;
-
-    /// <summary>Steps over which the learning rate rises linearly from LearningRate/WarmupSteps to LearningRate (0: none).</summary>
-    public int WarmupSteps { get; init; } = 100;
-
-    /// <summary>AdamW's decoupled weight decay.</summary>
-    public double WeightDecay { get; init; } = 1e-2;
-
-    /// <summary>The total gradient norm is clipped to this (0 or less: no clipping).</summary>
-    public double MaxGradNorm { get; init; } = 1.0;
-
     /// <summary>The EMA's decay (reached after a warm-up, see <see cref="ExponentialMovingAverage.DecayAt"/>).</summary>
     public double EmaDecay { get; init; } = 0.999;
 
@@ -35,12 +23,6 @@ public sealed record DiffusionTrainingOptions
 
     /// <summary>Train the text encoder together with the UNet; otherwise it is frozen.</summary>
     public bool TrainTextEncoder { get; init; } = true;
-
-    /// <summary>Encode images to a sample of the VAE posterior (as the reference trainers); false: its mean.</summary>
-    public bool SampleLatents { get; init; } = true;
-
-    /// <summary>Seed of every random draw (caption dropout, timesteps, noise, latent samples).</summary>
-    public long Seed { get; init; }
 
     /// <summary>The training target: <c>epsilon</c>, <c>v_prediction</c> or <c>sample</c>; null: the noise scheduler's <c>prediction_type</c>.</summary>
     public string? PredictionType { get; init; }
@@ -52,7 +34,7 @@ public sealed record DiffusionTrainingOptions
 /// (trained too, when asked); images are encoded to latents by the frozen VAE (times <c>scaling_factor</c>); a uniform
 /// timestep and Gaussian noise give the noisy latents; the loss is the MSE between the UNet's prediction and the target
 /// (noise, velocity or clean latents). AdamW with a linear warm-up, gradient clipping and an EMA of the weights.
-/// Every random draw of step <c>n</c> comes from a CPU generator seeded from (<see cref="DiffusionTrainingOptions.Seed"/>, n),
+/// Every random draw of step <c>n</c> comes from a CPU generator seeded from (<see cref="TrainingOptions.Seed"/>, n),
 /// so a run is reproducible and a resumed run continues exactly as a straight one.
 /// </summary>
 public sealed class DiffusionTrainer : IDisposable
