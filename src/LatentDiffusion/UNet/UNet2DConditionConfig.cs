@@ -227,11 +227,11 @@ public sealed record UNet2DConditionConfig
             ["encoder_hid_dim"] = null,
             ["encoder_hid_dim_type"] = null,
             ["flip_sin_to_cos"] = FlipSinToCos,
-            ["freq_shift"] = FreqShift,
+            ["freq_shift"] = IntegerWhenWhole(FreqShift),
             ["in_channels"] = InChannels,
             ["layers_per_block"] = PerBlock(LayersPerBlock),
             ["mid_block_only_cross_attention"] = null,
-            ["mid_block_scale_factor"] = MidBlockScaleFactor,
+            ["mid_block_scale_factor"] = IntegerWhenWhole(MidBlockScaleFactor),
             ["mid_block_type"] = MidBlockType,
             ["norm_eps"] = NormEps,
             ["norm_num_groups"] = NormNumGroups,
@@ -308,4 +308,8 @@ public sealed record UNet2DConditionConfig
             if (act is not null && !Activation.Supported.Contains(act))
                 throw new NotSupportedException($"Config '{source}': '{key}' = \"{act}\" is not supported (supported: {string.Join(", ", Activation.Supported)}).");
     }
+
+    // diffusers' defaults for these are Python ints (freq_shift 0, mid_block_scale_factor 1), and that is how it writes them.
+    private static System.Text.Json.Nodes.JsonNode IntegerWhenWhole(double value)
+        => value == Math.Floor(value) && Math.Abs(value) < int.MaxValue ? System.Text.Json.Nodes.JsonValue.Create((int)value) : System.Text.Json.Nodes.JsonValue.Create(value);
 }
