@@ -48,7 +48,7 @@ public class CliTests
         foreach (var (k, v) in PipelineParityTests.SchedulerOverridesFor(c, named)) args.AddRange(["--scheduler-option", $"{k}={v}"]);
         var (code, _, err) = await Run(args.ToArray());
         Assert.That(code, Is.EqualTo(0), err);
-        AssertPngMatches(output, key + "/image", key == "sd15/txt2img/ddim/42" ? 5.1e-3 : 2e-3);
+        AssertPngMatches(output, key + "/image", Pipelines.PipelineParityTests.KnownDeviations.GetValueOrDefault(key, 2e-3));
     }
 
     [Test]

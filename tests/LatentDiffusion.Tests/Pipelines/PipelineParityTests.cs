@@ -45,12 +45,14 @@ public class PipelineParityTests
     }
 
     /// <summary>
-    /// The one case the library does not reproduce to 2e-3 (it is at 5.0e-3, mean 5e-4): DDIM with <c>clip_sample</c> on
-    /// the tiny random model at guidance 7.5. Every other DDIM and clipping path agrees to 1e-5; perturbing our own latents
-    /// by 1e-6 moves this result by under 1e-5, so it is not float noise being amplified. Kept visible here, at its
-    /// measured size, until its cause is found.
+    /// The one case that float32 cannot pin to 2e-3: DDIM with <c>clip_sample</c> on the tiny random model at guidance 7.5.
+    /// Traced step by step against the reference (benchmarks/gpu/ddim_trace.py, torch 2.11, whose re-run equals the stored
+    /// fixture bit for bit): our DDIM step on the reference's inputs equals its output to 3e-7, our UNet on its inputs to
+    /// 2.5e-6 (float32 rounding of a different kernel build), yet the latents part by 2e-5 after step 1 and ×3 per step
+    /// after that. <see cref="DdimClipSampleCaseAmplifiesRoundingNoise"/> shows why: nudging the UNet output by one float32
+    /// epsilon moves this image by 2e-3, a thousand times more than any other case. Its mean error stays at 5e-4.
     /// </summary>
-    private static readonly Dictionary<string, double> KnownDeviations = new() { ["sd15/txt2img/ddim/42"] = 5.1e-3 };
+    internal static readonly Dictionary<string, double> KnownDeviations = new() { ["sd15/txt2img/ddim/42"] = 1e-2 };
 
     [TestCaseSource(nameof(TextToImageCases))]
     public async Task TextToImageMatchesReference(string key)
@@ -62,6 +64,49 @@ public class PipelineParityTests
         using var result = await pipeline.GenerateAsync(c.GetProperty("prompt").GetString()!, options);
         using var expected = Fixtures.Expected(key + "/image");
         AssertTensor.MaxAbsClose(result.Pixels, expected, KnownDeviations.GetValueOrDefault(key, 2e-3), key);
+        if (KnownDeviations.ContainsKey(key))
+            Assert.That((result.Pixels - expected.reshape(result.Pixels.shape)).abs().mean().item<float>(), Is.LessThan(1e-3), key + ": mean abs error");
+    }
+
+    /// <summary>
+    /// Why <see cref="KnownDeviations"/> exists: the same generation with every UNet output multiplied by (1 + 1e-7·N(0, 1)),
+    /// rounding-sized noise, moves the DDIM clip_sample case by more than 1e-3 but a well-conditioned case by under 1e-4.
+    /// No float32 implementation that is not bit-identical to the reference can promise 2e-3 on the former.
+    /// </summary>
+    [TestCase("sd15/txt2img/ddim/42", true)]
+    [TestCase("sd15/txt2img/default/42", false)]
+    [TestCase("sd15/txt2img/ddim/3", false)]
+    public async Task DdimClipSampleCaseAmplifiesRoundingNoise(string key, bool illConditioned)
+    {
+        var c = Case(key);
+        var pipeline = TinyModels.Get(c.GetProperty("model").GetString()!);
+        var options = TextToImageOptions(c) with { Scheduler = null, CustomScheduler = SchedulerAsRun(c) };
+        string prompt = c.GetProperty("prompt").GetString()!;
+        using var plain = await pipeline.GenerateAsync(prompt, options);
+        using var generator = new Generator(1);
+        var nudged = new StableDiffusionPipeline(pipeline.Tokenizer, pipeline.TextEncoder, new NudgedUNet(pipeline.UNet, 1e-7, generator), pipeline.Vae, options.CustomScheduler!);
+        using var moved = await nudged.GenerateAsync(prompt, options);
+        double change = (moved.Pixels - plain.Pixels).abs().max().item<float>();
+        if (illConditioned) Assert.That(change, Is.GreaterThan(1e-3), $"{key}: a rounding-sized nudge moves the image by {change:E2}");
+        else Assert.That(change, Is.LessThan(1e-4), $"{key}: a rounding-sized nudge moves the image by {change:E2}");
+    }
+
+    /// <summary>A UNet whose outputs are multiplied by (1 + scale·N(0, 1)); it does not own the wrapped UNet.</summary>
+    private sealed class NudgedUNet(IUNet inner, double scale, Generator generator) : IUNet
+    {
+        public int InChannels => inner.InChannels;
+        public int OutChannels => inner.OutChannels;
+        public int SampleSize => inner.SampleSize;
+        public int CrossAttentionDim => inner.CrossAttentionDim;
+        public Device Device => inner.Device;
+        public ScalarType DType => inner.DType;
+        public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates)
+        {
+            using var y = inner.Forward(sample, timestep, encoderHiddenStates);
+            using var noise = randn(y.shape, generator: generator);
+            return y * (noise * scale + 1);
+        }
+        public void Dispose() { }
     }
 
     /// <summary>
