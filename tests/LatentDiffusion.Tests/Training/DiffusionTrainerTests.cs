@@ -108,6 +108,36 @@ public class DiffusionTrainerTests
     }
 
     [Test]
+    public void HighNoiseFractionMovesThatShareOfTimestepsToTheHighRange()
+    {
+        using var g0 = new Generator(5);
+        using var uniform = DiffusionTrainer.SampleTimesteps(g0, 4000, 1000, 0.0, 800);
+        using var g1 = new Generator(5);
+        using var plain = randint(0, 1000, [4000], ScalarType.Int64, CPU, generator: g1);
+        Assert.That(uniform.equal(plain).all().item<bool>(), Is.True, "fraction 0: exactly the uniform draws, nothing more");
+
+        using var g2 = new Generator(5);
+        using var all = DiffusionTrainer.SampleTimesteps(g2, 4000, 1000, 1.0, 800);
+        Assert.That(all.min().item<long>(), Is.GreaterThanOrEqualTo(800));
+        Assert.That(all.max().item<long>(), Is.LessThan(1000));
+
+        // Half the batch moved: 0.5 + 0.5 * 0.2 of the timesteps land at 800 or above.
+        using var g3 = new Generator(5);
+        using var half = DiffusionTrainer.SampleTimesteps(g3, 4000, 1000, 0.5, 800);
+        double share = (half >= 800).to(ScalarType.Float32).mean().item<float>();
+        Assert.That(share, Is.InRange(0.57, 0.63));
+        Assert.That(half.min().item<long>(), Is.LessThan(100), "the rest still covers the whole range");
+    }
+
+    [Test]
+    public void HighNoiseOptionsAreValidated()
+    {
+        using var m = new TinyTrainingModels();
+        Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(m, new DiffusionTrainingOptions { HighNoiseFraction = 1.5 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(m, new DiffusionTrainingOptions { HighNoiseFraction = 0.5, HighNoiseFrom = 1000 }));
+    }
+
+    [Test]
     public void ResumingFromACheckpointContinuesExactlyAsAStraightRun()
     {
         var options = new DiffusionTrainingOptions { LearningRate = 1e-3, WarmupSteps = 3, Seed = 11 };
