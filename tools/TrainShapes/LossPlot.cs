@@ -3,10 +3,13 @@ using SixLabors.ImageSharp.PixelFormats;
 
 namespace LatentDiffusion.Tools.TrainShapes;
 
-/// <summary>A loss curve as a PNG, drawn pixel by pixel (no font or drawing library): raw losses in grey, a moving average in blue, log-scaled y.</summary>
+/// <summary>
+/// A loss curve as a PNG, drawn pixel by pixel (no font or drawing library): raw losses in grey, a moving average in blue,
+/// log-scaled y, a dashed red line where a new training stage starts.
+/// </summary>
 internal static class LossPlot
 {
-    public static void Save(string path, IReadOnlyList<float> losses, int width = 800, int height = 400, int window = 50)
+    public static void Save(string path, IReadOnlyList<float> losses, IReadOnlyList<int>? stageStarts = null, int width = 800, int height = 400, int window = 50)
     {
         using var image = new Image<Rgb24>(width, height, new Rgb24(255, 255, 255));
         if (losses.Count < 2) { image.SaveAsPng(path); return; }
@@ -41,6 +44,8 @@ internal static class LossPlot
                 if (e2 <= dx) { err += dx; y0 += sy; }
             }
         }
+        foreach (int start in stageStarts ?? [])
+            for (int y = margin; y < height - margin; y += 6) image[Math.Clamp(X(start), 0, width - 1), y] = new Rgb24(220, 40, 40);
         for (int i = 1; i < logs.Length; i++) Line(X(i - 1), Y(logs[i - 1]), X(i), Y(logs[i]), new Rgb24(190, 190, 190));
         for (int i = 1; i < smooth.Length; i++) Line(X(i - 1), Y(smooth[i - 1]), X(i), Y(smooth[i]), new Rgb24(20, 60, 200));
         image.SaveAsPng(path);

@@ -23,6 +23,21 @@ using static TorchSharp.torch;
 // --work/training.json records what ran (steps reached, device, seconds). --time-limit stops phase 2 once the whole run
 // has taken that many seconds (the learning rate is constant after warm-up, so a run cut at step N is the run with
 // --unet-steps N).
+// `--plot-losses OUT.png STAGE1.csv STAGE2.csv ...`: one loss curve of several training stages (runs chained by --init-from).
+if (args.Length > 2 && args[0] == "--plot-losses")
+{
+    var all = new List<float>();
+    var starts = new List<int>();
+    foreach (var csv in args[2..])
+    {
+        if (all.Count > 0) starts.Add(all.Count);
+        all.AddRange(ReadLosses(csv));
+    }
+    LossPlot.Save(args[1], all, starts);
+    Console.WriteLine($"{args[1]}: {all.Count} steps in {args.Length - 2} stages");
+    return 0;
+}
+
 var opts = Args.Parse(args);
 TorchRuntime.EnsureInitialized();
 set_num_threads(opts.Threads);
