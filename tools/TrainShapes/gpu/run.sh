@@ -20,11 +20,11 @@ if [ -d .gpu-train/ddim ] && [ -n "${PYTHONPATH:-}" ]; then   # in parallel with
   (OMP_NUM_THREADS=4 timeout 200 python3 benchmarks/gpu/ddim_trace.py "$W/tiny-sd15" .gpu-train/ddim/case.json \
      .gpu-train/ddim/expected.f32 "$W/res/ddim-trace.npz" > "$OUT/ddim.log" 2>&1) &
 fi
-${APP:-$W/apps/train/TrainShapes} --device "${DEVICE:-cuda}" --output "$W/res/shapes" --work "$W/work" --threads 8 --eval 0 \
+${APP:-$W/apps/train/TrainShapes} --device "${DEVICE:-cuda}" --output "$W/res/shapes" --work "$W/state" --threads 8 --eval 0 \
   --time-limit "${LIMIT:-450}" ${TRAIN_ARGS:-} > "$OUT/train.log" 2>&1
 echo "TrainShapes exit $?"; grep -vE "^\s+at " "$OUT/train.log" | grep -vE "^\[.*\] (vae|unet) [0-9]+/" | tail -25
 grep -E "unet [0-9]+/" "$OUT/train.log" | awk 'NR % 10 == 0' | tail -12
-cp "$W"/work/*.csv "$W"/work/training.json "$W/res/" 2>/dev/null
+cp "$W"/state/*.csv "$W"/state/training.json "$W/res/" 2>/dev/null
 if [ -n "${PYTHONPATH:-}" ] && [ -f "$W/res/shapes/model_index.json" ]; then
   OMP_NUM_THREADS=8 timeout 120 python3 tools/TrainShapes/gpu/reference_check.py "$W/res/shapes" "$W/res" > "$OUT/reference.log" 2>&1
   tail -5 "$OUT/reference.log"
