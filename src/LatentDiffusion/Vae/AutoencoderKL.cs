@@ -128,10 +128,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         var moments = UseSlicing && x.shape[0] > 1
             ? cat(x.split(1, 0).Select(EncodeMoments).ToArray(), 0)
             : EncodeMoments(x);
-        var posterior = new DiagonalGaussian(moments);
-        posterior.Mean.MoveToOuterDisposeScope();
-        posterior.Std.MoveToOuterDisposeScope();
-        return posterior;
+        return PosteriorOutOfScope(moments);
     }
 
     /// <summary>
@@ -201,10 +198,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         var x = Prepare(images, Config.InChannels, "images", nameof(images));
         var h = encoder.forward(x);
         if (quant_conv is not null) h = quant_conv.forward(h);
-        var posterior = new DiagonalGaussian(h);
-        posterior.Mean.MoveToOuterDisposeScope();
-        posterior.Std.MoveToOuterDisposeScope();
-        return posterior;
+        return PosteriorOutOfScope(h);
     }
 
     /// <summary><see cref="Decode"/> for training: keeps the autograd graph, no slicing or tiling.</summary>
@@ -221,6 +215,15 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     {
         using var posterior = Encode(images);
         return Decode(posterior.Mean);
+    }
+
+    // The posterior of the moments, its mean and std moved out of the caller's dispose scope (the caller owns them).
+    private static DiagonalGaussian PosteriorOutOfScope(Tensor moments)
+    {
+        var posterior = new DiagonalGaussian(moments);
+        posterior.Mean.MoveToOuterDisposeScope();
+        posterior.Std.MoveToOuterDisposeScope();
+        return posterior;
     }
 
     private Tensor EncodeMoments(Tensor x)
