@@ -123,7 +123,7 @@ using (var posterior = vae.Encode(probe.Images))
     scaling = 1.0 / posterior.Mean.std().item<float>();
 vaeConfig = VaeConfig(Math.Round(scaling, 5));
 var scaledVae = new AutoencoderKL(vaeConfig, device, ScalarType.Float32);
-using (no_grad()) foreach (var (name, p) in vae.named_parameters()) scaledVae.get_parameter(name)!.copy_(p);
+CopyWeights(vae, scaledVae);
 scaledVae.eval();
 vae.Dispose();
 vae = scaledVae;
@@ -265,8 +265,13 @@ static JudgeReport VaeCeiling(AutoencoderKL vae, Device device)
         using var scope = NewDisposeScope();
         var pictures = stack(chunk.Select(c => ShapesDataset.Render(c.Spec)).ToArray()).to(device);
         var posterior = vae.Encode(pictures);
-        var images = (vae.Decode(posterior.Mean) / 2 + 0.5).clamp(0, 1).cpu();
-        for (int i = 0; i < chunk.Length; i++) judged.Add((chunk[i].Spec, ShapeJudge.Judge(images[i])));
+        // The pipeline's own conversion to 8-bit pictures, so the ceiling is judged like generated pictures are.
+        var pixels = ImageConversion.ToPixels(vae.Decode(posterior.Mean));
+        for (int i = 0; i < chunk.Length; i++)
+        {
+            using var image = ImageConversion.ToImage(pixels, i);
+            judged.Add((chunk[i].Spec, ShapeJudge.Judge(image)));
+        }
     }
     return JudgeReport.Compute(judged);
 }
