@@ -22,6 +22,7 @@ internal static class ShapesEvaluationMode
         var options = new GenerationOptions { Steps = int.Parse(Get("--steps", "25")), GuidanceScale = double.Parse(Get("--guidance", "7.5"), System.Globalization.CultureInfo.InvariantCulture), Scheduler = scheduler };
         var (report, images) = ShapesEvaluation.Run(pipeline, options, int.Parse(Get("--count", "200")));
         Console.WriteLine(report.ToMarkdown());
+        Console.WriteLine(report.PositionConfusionMarkdown());
         Console.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s");
         if (Get("--sheet", "") is { Length: > 0 } sheet)
         {

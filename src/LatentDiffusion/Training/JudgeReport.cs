@@ -31,6 +31,17 @@ public readonly record struct AttributeAccuracy(int Correct, int Total)
 public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Color, AttributeAccuracy Background,
     AttributeAccuracy Size, AttributeAccuracy Position, AttributeAccuracy All)
 {
+    private int[,] _positionConfusion = new int[Positions, Positions + 1];
+
+    private static readonly int Positions = Enum.GetValues<ShapePosition>().Length;
+
+    /// <summary>
+    /// How many pictures whose prompt states <paramref name="asked"/> the judge placed at <paramref name="seen"/>
+    /// (null: no shape found). The table tells a model that ignores the position word from one that knows the axis
+    /// ("on the left" or "on the right") but not the side.
+    /// </summary>
+    public int PositionCount(ShapePosition asked, ShapePosition? seen) => _positionConfusion[(int)asked, seen is { } s ? (int)s : Positions];
+
     /// <summary>Scores pictures whose prompts state everything (size and position always scored).</summary>
     public static JudgeReport Compute(IEnumerable<(ShapeSpec Spec, JudgeVerdict Verdict)> judged)
     {
@@ -43,6 +54,7 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
     {
         ArgumentNullException.ThrowIfNull(judged);
         int n = 0, shape = 0, color = 0, background = 0, sizeN = 0, size = 0, positionN = 0, position = 0, all = 0;
+        var confusion = new int[Positions, Positions + 1];
         foreach (var (spec, style, v) in judged)
         {
             n++;
@@ -53,10 +65,18 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
             if (c) color++;
             if (b) background++;
             if (statesSize) { sizeN++; if (z) size++; }
-            if (statesPosition) { positionN++; if (p) position++; }
+            if (statesPosition)
+            {
+                positionN++;
+                if (p) position++;
+                confusion[(int)spec.Position, v.Position is { } seen ? (int)seen : Positions]++;
+            }
             if (s && c && b && (!statesSize || z) && (!statesPosition || p)) all++;
         }
-        return new JudgeReport(new(shape, n), new(color, n), new(background, n), new(size, sizeN), new(position, positionN), new(all, n));
+        return new JudgeReport(new(shape, n), new(color, n), new(background, n), new(size, sizeN), new(position, positionN), new(all, n))
+        {
+            _positionConfusion = confusion,
+        };
     }
 
     /// <summary>The report as a two-column markdown table.</summary>
@@ -65,6 +85,29 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
         var sb = new StringBuilder("| attribute | accuracy |\n|---|---|\n");
         foreach (var (name, a) in new[] { ("shape", Shape), ("colour", Color), ("background", Background), ("size", Size), ("position", Position), ("all stated", All) })
             sb.Append("| ").Append(name).Append(" | ").Append(a).Append(" |\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Equal when every accuracy and every cell of the position confusion table are equal.</summary>
+    public bool Equals(JudgeReport? other) => other is not null && (Shape, Color, Background, Size, Position, All) == (other.Shape, other.Color, other.Background, other.Size, other.Position, other.All)
+        && _positionConfusion.Cast<int>().SequenceEqual(other._positionConfusion.Cast<int>());
+
+    /// <inheritdoc />
+    public override int GetHashCode() => HashCode.Combine(Shape, Color, Background, Size, Position, All);
+
+    /// <summary>The position confusion table as markdown: one row per stated position, one column per position the judge saw.</summary>
+    public string PositionConfusionMarkdown()
+    {
+        var positions = Enum.GetValues<ShapePosition>();
+        var sb = new StringBuilder("| asked \\ seen |");
+        foreach (var p in positions) sb.Append(' ').Append(p.ToString().ToLowerInvariant()).Append(" |");
+        sb.Append(" none |\n|---|").Append(string.Concat(Enumerable.Repeat("---|", positions.Length + 1))).Append('\n');
+        foreach (var asked in positions)
+        {
+            sb.Append("| ").Append(asked.ToString().ToLowerInvariant()).Append(" |");
+            foreach (var seen in positions) sb.Append(' ').Append(PositionCount(asked, seen)).Append(" |");
+            sb.Append(' ').Append(PositionCount(asked, null)).Append(" |\n");
+        }
         return sb.ToString();
     }
 }
