@@ -17,7 +17,7 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project tools/TrainShapes -- [--output models/shapes] [--work .train-shapes] [--device cpu|cuda]
 //       [--vae-steps 1500] [--vae-batch 32] [--unet-steps 8000] [--batch 128] [--bank 16384] [--lr 8e-4] [--groups 16]
 //       [--time-limit SECONDS] [--init-from MODEL_DIR] [--high-noise 0] [--high-noise-from 800] [--styles Full,FullOn,NoSize,NoPosition,Short]
-//       [--eval 200] [--seed 0] [--threads 2] [--probe]
+//       [--zero-snr] [--eval 200] [--seed 0] [--threads 2] [--probe]
 // Phase 1 trains the autoencoder, phase 2 the text encoder and UNet on its latents; both checkpoint into --work and
 // resume from there. The result is a diffusers folder (float16) that this library and the reference both load, and
 // --work/training.json records what ran (steps reached, device, seconds). --time-limit stops phase 2 once the whole run
@@ -75,15 +75,22 @@ var unetConfig = UNet2DConditionConfig.FromJson(JsonConfig.Parse($$"""
   "mid_block_type": "UNetMidBlock2DCrossAttn", "block_out_channels": [64, 128, 128], "layers_per_block": 1,
   "cross_attention_dim": 128, "attention_head_dim": 8, "norm_num_groups": {{opts.Groups}} }
 """, "shapes unet"));
-// Training noise: the Stable Diffusion schedule. Sampling: DPM++ 2M on the same schedule.
-var noiseConfig = JsonConfig.Parse("""
+// Training noise: the Stable Diffusion schedule. Sampling: DPM++ 2M on the same schedule. --zero-snr rescales the
+// schedule to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed") and
+// trains v-prediction, the only one of the targets that still says something at SNR 0; sampling then starts at t = 999
+// ("trailing" steps). Without it the noisiest training latents still show where the shape is, and the model learns to
+// read the place from the starting noise instead of from the caption.
+string prediction = opts.ZeroSnr ? "v_prediction" : "epsilon";
+string zeroSnr = opts.ZeroSnr ? "true" : "false";
+var noiseConfig = JsonConfig.Parse($$"""
 { "_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-  "prediction_type": "epsilon", "clip_sample": false }
+  "prediction_type": "{{prediction}}", "rescale_betas_zero_snr": {{zeroSnr}}, "clip_sample": false }
 """, "shapes training noise");
-var samplingConfig = JsonConfig.Parse("""
+var samplingConfig = JsonConfig.Parse($$"""
 { "_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-  "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "solver_order": 2, "algorithm_type": "dpmsolver++",
-  "timestep_spacing": "linspace", "steps_offset": 1, "use_karras_sigmas": false }
+  "beta_schedule": "scaled_linear", "prediction_type": "{{prediction}}", "rescale_betas_zero_snr": {{zeroSnr}}, "solver_order": 2,
+  "algorithm_type": "dpmsolver++", "timestep_spacing": "{{(opts.ZeroSnr ? "trailing" : "linspace")}}", "steps_offset": {{(opts.ZeroSnr ? 0 : 1)}},
+  "use_karras_sigmas": false }
 """, "shapes sampling");
 
 // --init-from: continue from an exported folder of this model (its weights; the optimiser starts afresh). The autoencoder
@@ -181,7 +188,7 @@ using (var trainer = new DiffusionTrainer(tokenizer, textEncoder, unet, vae, noi
 {
     if (Directory.Exists(unetCheckpoint)) { trainer.LoadCheckpoint(unetCheckpoint); Log($"unet: resumed at step {trainer.StepCount}"); }
     unetLosses.AddRange(ReadLosses(Path.Combine(opts.Work, "unet-loss.csv")).Take(trainer.StepCount));
-    if (opts.InitFrom is not null) Log($"fine-tune: lr {opts.LearningRate}, high-noise fraction {opts.HighNoise} from t={opts.HighNoiseFrom}, styles {string.Join(",", opts.Styles)}");
+    if (opts.InitFrom is not null) Log($"fine-tune: lr {opts.LearningRate}, {prediction}{(opts.ZeroSnr ? ", zero terminal SNR" : "")}, high-noise fraction {opts.HighNoise} from t={opts.HighNoiseFrom}, styles {string.Join(",", opts.Styles)}");
     var t = Stopwatch.StartNew();
     int startStep = trainer.StepCount;
     while (trainer.StepCount < opts.UNetSteps)
@@ -237,8 +244,8 @@ if (opts.EvalCount > 0)
 {
     using var pipeline = await StableDiffusionPipeline.LoadAsync(opts.Output, new PipelineOptions { Device = opts.Device });
     var (report, images) = ShapesEvaluation.Run(pipeline, new GenerationOptions { Steps = 25 }, opts.EvalCount);
-    Console.WriteLine(report.ToMarkdown());
-    File.WriteAllText(Path.Combine(opts.Work, "eval.md"), report.ToMarkdown());
+    Console.WriteLine(report.ToMarkdown() + "\n" + report.PositionConfusionMarkdown());
+    File.WriteAllText(Path.Combine(opts.Work, "eval.md"), report.ToMarkdown() + "\n" + report.PositionConfusionMarkdown());
     ContactSheet.Save(Path.Combine(opts.Work, "contact-sheet.png"), images, 4);
     foreach (var (_, image) in images) image.Dispose();
 }
@@ -289,7 +296,7 @@ internal sealed class Progress(Action<TrainingProgress> report) : IProgress<Trai
 
 internal sealed record Args(string Output, string Work, string Device, int VaeSteps, int UNetSteps, int Batch, int VaeBatch, int BankSize, int Seed,
     int Threads, bool Probe, int CheckpointEvery, double LearningRate, int EvalCount, int Groups, double TimeLimitSeconds, string? InitFrom,
-    double HighNoise, int HighNoiseFrom, CaptionStyle[] Styles)
+    double HighNoise, int HighNoiseFrom, CaptionStyle[] Styles, bool ZeroSnr)
 {
     public static Args Parse(string[] a)
     {
@@ -301,6 +308,7 @@ internal sealed record Args(string Output, string Work, string Device, int VaeSt
             Int("--threads", 2), a.Contains("--probe"), Int("--checkpoint-every", 1000), Real("--lr", 8e-4), Int("--eval", 200),
             Int("--groups", 16), Real("--time-limit", 0), a.Contains("--init-from") ? Get("--init-from", "") : null,
             Real("--high-noise", 0), Int("--high-noise-from", 800),
-            Get("--styles", string.Join(",", Enum.GetNames<CaptionStyle>())).Split(',').Select(Enum.Parse<CaptionStyle>).ToArray());
+            Get("--styles", string.Join(",", Enum.GetNames<CaptionStyle>())).Split(',').Select(Enum.Parse<CaptionStyle>).ToArray(),
+            a.Contains("--zero-snr"));
     }
 }
