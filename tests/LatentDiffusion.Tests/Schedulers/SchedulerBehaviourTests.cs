@@ -320,4 +320,41 @@ public sealed class SchedulerBehaviourTests
         Assert.That(scheduler.Config.Double("lambda_min_clipped", 0), Is.EqualTo(double.NegativeInfinity));
         Assert.That(scheduler.Config.Bool("use_karras_sigmas", false), Is.True);
     }
+
+    /// <summary>
+    /// rescale_betas_zero_snr (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1):
+    /// √ᾱ is shifted and scaled so that the first step keeps its value and the last reaches 0. Checked against the
+    /// formula in double; sigma-based schedulers then patch the last ᾱ to 2^-24 as the reference does, the others keep 0.
+    /// At t = 999 the forward process returns pure noise and the v target is −x0.
+    /// </summary>
+    [Test]
+    public void ZeroTerminalSnrRescalesTheSchedule()
+    {
+        JsonConfig Config(string cls) => JsonConfig.Parse($$"""
+            { "_class_name": "{{cls}}", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+              "prediction_type": "v_prediction", "rescale_betas_zero_snr": true, "timestep_spacing": "trailing" }
+            """, "zero snr test");
+        var plain = (DiffusionScheduler)SchedulerRegistry.FromConfig(JsonConfig.Parse("""{ "_class_name": "DDPMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012 }""", "plain"));
+        var ddpm = (DiffusionScheduler)SchedulerRegistry.FromConfig(Config("DDPMScheduler"));
+        var dpm = (DiffusionScheduler)SchedulerRegistry.FromConfig(Config("DPMSolverMultistepScheduler"));
+        double first = Math.Sqrt(plain.AlphasCumprod[0]), last = Math.Sqrt(plain.AlphasCumprod[^1]);
+        Assert.That(last, Is.GreaterThan(0.05), "the SD schedule itself must leave signal at t = 999");
+        for (int t = 0; t < 1000; t += 37)
+        {
+            double expected = (Math.Sqrt(plain.AlphasCumprod[t]) - last) * first / (first - last);
+            Assert.That(Math.Sqrt(ddpm.AlphasCumprod[t]), Is.EqualTo(expected).Within(2e-5), $"sqrt(alphas_cumprod[{t}])");
+        }
+        Assert.That(ddpm.AlphasCumprod[^1], Is.LessThan(1e-9f));
+        Assert.That(dpm.AlphasCumprod[^1], Is.EqualTo(MathF.Pow(2, -24)));
+        Assert.That(dpm.AlphasCumprod[..^1], Is.EqualTo(ddpm.AlphasCumprod[..^1]));
+
+        using var x0 = torch.randn([1, 4, 4, 4], generator: torch.manual_seed(1));
+        using var noise = torch.randn([1, 4, 4, 4], generator: torch.manual_seed(2));
+        using var noisy = ddpm.AddNoise(x0, noise, 999);
+        using var v = ddpm.GetVelocity(x0, noise, torch.tensor(new long[] { 999 }));
+        Assert.That((noisy - noise).abs().max().item<float>(), Is.LessThan(1e-4f), "x_999 must be pure noise");
+        Assert.That((v + x0).abs().max().item<float>(), Is.LessThan(1e-4f), "v at SNR 0 must be -x0");
+        using var run = dpm.Start(10);
+        Assert.That(run.Timesteps[0], Is.EqualTo(999), "trailing steps start at t = 999");
+    }
 }
