@@ -354,7 +354,8 @@ public sealed class SchedulerBehaviourTests
         using var v = ddpm.GetVelocity(x0, noise, torch.tensor(new long[] { 999 }));
         Assert.That((noisy - noise).abs().max().item<float>(), Is.LessThan(1e-4f), "x_999 must be pure noise");
         Assert.That((v + x0).abs().max().item<float>(), Is.LessThan(1e-4f), "v at SNR 0 must be -x0");
-        using var run = dpm.Start(10);
-        Assert.That(run.Timesteps[0], Is.EqualTo(999), "trailing steps start at t = 999");
+        // The reference's trailing spacing: arange(1000, 0, -1000/25).round() - 1 = 999, 959, ..., 39.
+        using var run = dpm.Start(25);
+        Assert.That(run.Timesteps, Is.EqualTo(Enumerable.Range(0, 25).Select(k => 999.0 - 40 * k)), "trailing steps start at t = 999");
     }
 }
