@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -27,7 +28,8 @@ public static class ConfigJson
     {
         ArgumentNullException.ThrowIfNull(config);
         using var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        // Relaxed escaping: "dpmsolver++" and "</w>" stay as written (the default encoder escapes them as for HTML).
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
             WriteNode(writer, config);
         return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
     }

@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using LatentDiffusion.Text;
 
@@ -42,7 +43,7 @@ public static class ShapesVocabulary
         Directory.CreateDirectory(tokenizerDir);
         var (vocab, merges) = Build();
         var utf8 = new UTF8Encoding(false);
-        var indented = new JsonSerializerOptions { WriteIndented = true };
+        var indented = new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         File.WriteAllText(Path.Combine(tokenizerDir, "vocab.json"), JsonSerializer.Serialize(vocab, indented), utf8);
         var sb = new StringBuilder("#version: 0.2\n");
         foreach (var (a, b) in merges) sb.Append(a).Append(' ').Append(b).Append('\n');

@@ -56,6 +56,16 @@ public class DiffusersPipelineWriterTests
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
     }
 
+    /// <summary>Written configs read like the reference's: "dpmsolver++" and "&lt;/w&gt;" as such, not as \u002B or \u003C escapes.</summary>
+    [Test]
+    public void ConfigTextKeepsPlusSignsAndAngleBrackets()
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse("""{ "algorithm_type": "dpmsolver++", "end": "</w>", "quote": "a \"b\"", "ratio": 1.0 }""")!;
+        string text = ConfigJson.ToText(node);
+        Assert.That(text, Does.Contain("\"dpmsolver++\"").And.Contain("\"</w>\"").And.Contain("\"ratio\": 1.0").And.Not.Contain("\\u00"));
+        Assert.That(JsonConfig.Parse(text, "round trip").String("quote", ""), Is.EqualTo("a \"b\""));
+    }
+
     private static string Normalise(string json) => json.ToLowerInvariant().Replace(" ", "").Replace("\n", "").Replace("\r", "");
 
     [Test]
