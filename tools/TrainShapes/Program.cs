@@ -76,7 +76,7 @@ var unetConfig = UNet2DConditionConfig.FromJson(JsonConfig.Parse($$"""
   "cross_attention_dim": 128, "attention_head_dim": 8, "norm_num_groups": {{opts.Groups}} }
 """, "shapes unet"));
 // Training noise: the Stable Diffusion schedule. Sampling: DPM++ 2M on the same schedule. --zero-snr rescales the
-// schedule to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed") and
+// schedule to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed") and
 // trains v-prediction, the only one of the targets that still says something at SNR 0; sampling then starts at t = 999
 // ("trailing" steps). Without it the noisiest training latents still show where the shape is, and the model learns to
 // read the place from the starting noise instead of from the caption.
@@ -244,8 +244,9 @@ if (opts.EvalCount > 0)
 {
     using var pipeline = await StableDiffusionPipeline.LoadAsync(opts.Output, new PipelineOptions { Device = opts.Device });
     var (report, images) = ShapesEvaluation.Run(pipeline, new GenerationOptions { Steps = 25 }, opts.EvalCount);
-    Console.WriteLine(report.ToMarkdown() + "\n" + report.PositionConfusionMarkdown());
-    File.WriteAllText(Path.Combine(opts.Work, "eval.md"), report.ToMarkdown() + "\n" + report.PositionConfusionMarkdown());
+    string evaluation = report.ToMarkdown() + "\n" + report.PositionConfusionMarkdown();
+    Console.WriteLine(evaluation);
+    File.WriteAllText(Path.Combine(opts.Work, "eval.md"), evaluation);
     ContactSheet.Save(Path.Combine(opts.Work, "contact-sheet.png"), images, 4);
     foreach (var (_, image) in images) image.Dispose();
 }
