@@ -40,7 +40,7 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
     /// (null: no shape found). The table tells a model that ignores the position word from one that knows the axis
     /// ("on the left" or "on the right") but not the side.
     /// </summary>
-    public int PositionCount(ShapePosition asked, ShapePosition? seen) => _positionConfusion[(int)asked, seen is { } s ? (int)s : Positions];
+    public int PositionConfusion(ShapePosition asked, ShapePosition? seen) => _positionConfusion[(int)asked, seen is { } s ? (int)s : Positions];
 
     /// <summary>Scores pictures whose prompts state everything (size and position always scored).</summary>
     public static JudgeReport Compute(IEnumerable<(ShapeSpec Spec, JudgeVerdict Verdict)> judged)
@@ -105,8 +105,8 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
         foreach (var asked in positions)
         {
             sb.Append("| ").Append(asked.ToString().ToLowerInvariant()).Append(" |");
-            foreach (var seen in positions) sb.Append(' ').Append(PositionCount(asked, seen)).Append(" |");
-            sb.Append(' ').Append(PositionCount(asked, null)).Append(" |\n");
+            foreach (var seen in positions) sb.Append(' ').Append(PositionConfusion(asked, seen)).Append(" |");
+            sb.Append(' ').Append(PositionConfusion(asked, null)).Append(" |\n");
         }
         return sb.ToString();
     }

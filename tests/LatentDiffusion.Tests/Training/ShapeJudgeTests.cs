@@ -148,12 +148,12 @@ public sealed class ShapeJudgeTests
         Assert.That(report.All, Is.EqualTo(new AttributeAccuracy(1, 2)));
         Assert.That(report.ToMarkdown(), Does.Contain("| all stated | 50.0% (1/2) |"));
         // Only the prompt that states the position enters the confusion table: asked left, seen right.
-        Assert.That(report.PositionCount(ShapePosition.Left, ShapePosition.Right), Is.EqualTo(1));
-        Assert.That(report.PositionCount(ShapePosition.Left, ShapePosition.Left), Is.EqualTo(0));
+        Assert.That(report.PositionConfusion(ShapePosition.Left, ShapePosition.Right), Is.EqualTo(1));
+        Assert.That(report.PositionConfusion(ShapePosition.Left, ShapePosition.Left), Is.EqualTo(0));
         Assert.That(report.PositionConfusionMarkdown(), Does.Contain("| left | 0 | 0 | 1 | 0 | 0 | 0 |"));
         var missed = new JudgeVerdict(null, null, null, null, ShapeColor.Blue, 0, 0, 0, 0);
         var none = JudgeReport.Compute([new JudgedSample(spec, CaptionStyle.Full, missed)]);
-        Assert.That(none.PositionCount(ShapePosition.Left, null), Is.EqualTo(1));
+        Assert.That(none.PositionConfusion(ShapePosition.Left, null), Is.EqualTo(1));
         Assert.That(none, Is.Not.EqualTo(report));
         Assert.That(JudgeReport.Compute([new JudgedSample(spec, CaptionStyle.Full, wrongPlace)]), Is.EqualTo(JudgeReport.Compute([new JudgedSample(spec, CaptionStyle.Full, wrongPlace)])));
     }
