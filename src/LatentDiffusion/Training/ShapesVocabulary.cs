@@ -1,6 +1,6 @@
 using System.Text;
-using System.Text.Encodings.Web;
 using System.Text.Json;
+using LatentDiffusion.Loading;
 using LatentDiffusion.Text;
 
 namespace LatentDiffusion.Training;
@@ -43,8 +43,9 @@ public static class ShapesVocabulary
         Directory.CreateDirectory(tokenizerDir);
         var (vocab, merges) = Build();
         var utf8 = new UTF8Encoding(false);
-        var indented = new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-        File.WriteAllText(Path.Combine(tokenizerDir, "vocab.json"), JsonSerializer.Serialize(vocab, indented), utf8);
+        // The library's one JSON file writer (indented, readable escaping), as for every config it saves.
+        void WriteJson(string name, object value) => ConfigJson.Write(Path.Combine(tokenizerDir, name), JsonSerializer.SerializeToNode(value)!);
+        WriteJson("vocab.json", vocab);
         var sb = new StringBuilder("#version: 0.2\n");
         foreach (var (a, b) in merges) sb.Append(a).Append(' ').Append(b).Append('\n');
         File.WriteAllText(Path.Combine(tokenizerDir, "merges.txt"), sb.ToString(), utf8);
@@ -63,8 +64,8 @@ public static class ShapesVocabulary
             ["add_prefix_space"] = false,
             ["errors"] = "replace",
         };
-        File.WriteAllText(Path.Combine(tokenizerDir, "tokenizer_config.json"), JsonSerializer.Serialize(config, indented), utf8);
-        File.WriteAllText(Path.Combine(tokenizerDir, "special_tokens_map.json"), JsonSerializer.Serialize(special, indented), utf8);
+        WriteJson("tokenizer_config.json", config);
+        WriteJson("special_tokens_map.json", special);
 
         var tokenizer = ClipTokenizer.FromDirectory(tokenizerDir);
         foreach (var word in Words)
