@@ -38,7 +38,8 @@ public sealed record JudgeReport(AttributeAccuracy Shape, AttributeAccuracy Colo
     /// <summary>
     /// How many pictures whose prompt states <paramref name="asked"/> the judge placed at <paramref name="seen"/>
     /// (null: no shape found). The table tells a model that ignores the position word from one that knows the axis
-    /// ("on the left" or "on the right") but not the side.
+    /// ("on the left" or "on the right") but not the side. Filled by <see cref="Compute(IEnumerable{JudgedSample})"/>; a report
+    /// made with the constructor has an empty table.
     /// </summary>
     public int PositionConfusion(ShapePosition asked, ShapePosition? seen) => _positionConfusion[(int)asked, seen is { } s ? (int)s : Positions];
 
