@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;

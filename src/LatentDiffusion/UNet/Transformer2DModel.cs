@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;

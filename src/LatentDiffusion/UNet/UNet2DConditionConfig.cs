@@ -1,4 +1,5 @@
 using System.Text.Json;
+using LatentDiffusion.Layers;
 using LatentDiffusion.Loading;
 
 namespace LatentDiffusion.UNet;

@@ -1,4 +1,5 @@
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Layers;
 using LatentDiffusion.Loading;
 using LatentDiffusion.Runtime;
 using TorchSharp;

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -16,11 +17,11 @@ internal sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
         : base(nameof(DownEncoderBlock2D))
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers)
-            .Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, groups, eps, device, dtype)).ToArray());
+            .Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, tembChannels: null, groups, eps, "silu", outputScaleFactor: 1.0, device, dtype)).ToArray());
         register_module("resnets", resnets);
         if (addDownsample)
         {
-            downsamplers = nn.ModuleList(new Downsample2D(outChannels, device, dtype));
+            downsamplers = nn.ModuleList(new Downsample2D(outChannels, outChannels, padding: 0, device, dtype));
             register_module("downsamplers", downsamplers);
         }
     }
@@ -29,7 +30,7 @@ internal sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         var x = input;
-        foreach (var resnet in resnets) x = x.Then(resnet.forward, input);
+        foreach (var resnet in resnets) x = x.Then(h => resnet.forward(h, null), input);
         if (downsamplers is not null) foreach (var down in downsamplers) x = x.Then(down.forward, input);
         return ReferenceEquals(x, input) ? x.alias() : x;
     }

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -16,11 +17,11 @@ internal sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
         : base(nameof(UpDecoderBlock2D))
     {
         resnets = nn.ModuleList(Enumerable.Range(0, numLayers)
-            .Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, groups, eps, device, dtype)).ToArray());
+            .Select(i => new ResnetBlock2D(i == 0 ? inChannels : outChannels, outChannels, tembChannels: null, groups, eps, "silu", outputScaleFactor: 1.0, device, dtype)).ToArray());
         register_module("resnets", resnets);
         if (addUpsample)
         {
-            upsamplers = nn.ModuleList(new Upsample2D(outChannels, device, dtype));
+            upsamplers = nn.ModuleList(new Upsample2D(outChannels, outChannels, device, dtype));
             register_module("upsamplers", upsamplers);
         }
     }
@@ -29,8 +30,8 @@ internal sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         var x = input;
-        foreach (var resnet in resnets) x = x.Then(resnet.forward, input);
-        if (upsamplers is not null) foreach (var up in upsamplers) x = x.Then(up.forward, input);
+        foreach (var resnet in resnets) x = x.Then(h => resnet.forward(h, null), input);
+        if (upsamplers is not null) foreach (var up in upsamplers) x = x.Then(h => up.forward(h, null), input);
         return ReferenceEquals(x, input) ? x.alias() : x;
     }
 }

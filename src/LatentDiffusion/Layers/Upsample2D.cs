@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>Doubles the resolution (or reaches a given size) by nearest-neighbour interpolation, then a 3x3 convolution.</summary>
 public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>

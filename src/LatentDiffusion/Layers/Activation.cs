@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>The activations the reference's configs name (<c>act_fn</c> and friends), by their config names.</summary>
 internal static class Activation

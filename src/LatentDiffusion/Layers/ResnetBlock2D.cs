@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>
 /// The residual block of the diffusion UNet: GroupNorm, activation, 3x3 convolution, add the projected time embedding,

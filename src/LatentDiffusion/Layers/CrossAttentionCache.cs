@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>
 /// Keeps the cross-attention keys and values of a text context for as long as a generation uses that context: the

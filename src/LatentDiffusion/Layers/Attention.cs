@@ -1,12 +1,16 @@
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>
 /// Multi-head scaled dot-product attention over token sequences: self-attention when no context is given,
-/// cross-attention to a context (the text encoder's hidden states) otherwise.
+/// cross-attention to a context (the text encoder's hidden states) otherwise. The same class serves the UNet's
+/// transformer blocks and the autoencoder's mid block, as the reference's <c>Attention</c> does: built with a group
+/// norm (<see cref="CreateSpatial"/>) it takes a feature map <c>[b, c, h, w]</c>, normalises it, lets every pixel attend
+/// to every other and adds the input back.
 /// </summary>
 /// <remarks>
 /// The key/value projection (<see cref="ProjectKeyValue"/>) is separate from the attention itself
@@ -25,6 +29,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     private readonly Linear _toK;
     private readonly Linear _toV;
     private readonly Linear _toOut;
+    private readonly GroupNorm? _groupNorm;
 
     /// <summary>Number of heads.</summary>
     public int Heads { get; }
@@ -51,8 +56,37 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     /// <param name="device">Where the weights live.</param>
     /// <param name="dtype">The weights' dtype.</param>
     public Attention(int queryDim, int? crossAttentionDim, int heads, int headDim, bool bias, bool upcastAttention, Device device, ScalarType dtype)
+        : this(queryDim, crossAttentionDim, heads, headDim, bias, upcastAttention, normGroups: null, normEps: 0, device, dtype)
+    {
+    }
+
+    /// <summary>
+    /// The spatial self-attention of the autoencoder's mid block (the reference's <c>Attention</c> with
+    /// <c>norm_num_groups</c> and <c>residual_connection=True</c>): <paramref name="channels"/> split into heads of
+    /// <paramref name="headDim"/> (the autoencoder passes the channel count: one head), a group norm registered as
+    /// <c>group_norm</c>, biases on every projection.
+    /// </summary>
+    /// <param name="channels">Channels of the feature map.</param>
+    /// <param name="headDim">Width of each head.</param>
+    /// <param name="groups">Groups of the normalisation.</param>
+    /// <param name="eps">Epsilon of the normalisation.</param>
+    /// <param name="device">Where the weights live.</param>
+    /// <param name="dtype">The weights' dtype.</param>
+    public static Attention CreateSpatial(int channels, int headDim, int groups, double eps, Device device, ScalarType dtype)
+    {
+        if (headDim <= 0 || channels % headDim != 0)
+            throw new ArgumentException($"Attention over {channels} channels cannot be split into heads of {headDim}.", nameof(headDim));
+        return new Attention(channels, null, channels / headDim, headDim, bias: true, upcastAttention: false, groups, eps, device, dtype);
+    }
+
+    private Attention(int queryDim, int? crossAttentionDim, int heads, int headDim, bool bias, bool upcastAttention, int? normGroups, double normEps, Device device, ScalarType dtype)
         : base(nameof(Attention))
     {
+        if (normGroups is int groups)
+        {
+            _groupNorm = GroupNormalization.Create(groups, queryDim, normEps, device, dtype);
+            register_module("group_norm", _groupNorm);
+        }
         Heads = heads;
         HeadDim = headDim;
         IsCrossAttention = crossAttentionDim is not null;
@@ -70,10 +104,14 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         register_module("to_out", nn.ModuleList<nn.Module<Tensor, Tensor>>(_toOut, nn.Dropout(0.0)));
     }
 
-    /// <summary>Attends from <paramref name="hidden"/> <c>[b, n, queryDim]</c> to <paramref name="context"/> (itself when null).</summary>
+    /// <summary>
+    /// Attends from <paramref name="hidden"/> <c>[b, n, queryDim]</c> to <paramref name="context"/> (itself when null);
+    /// an attention built by <see cref="CreateSpatial"/> takes a feature map <c>[b, c, h, w]</c> and no context.
+    /// </summary>
     public override Tensor forward(Tensor hidden, Tensor? context)
     {
         using var scope = NewDisposeScope();
+        if (_groupNorm is not null) return ForwardSpatial(hidden).MoveToOuterDisposeScope();
         var (key, value) = context is not null && CrossAttentionCache.Current is { } cache
             ? cache.GetOrAdd(this, context, ProjectKeyValue)
             : ProjectKeyValue(context ?? hidden);
@@ -121,6 +159,18 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         attended.Dispose();
         using var _ = merged;
         return _toOut.forward(merged).MoveToOuterDisposeScope();
+    }
+
+    private Tensor ForwardSpatial(Tensor input)
+    {
+        if (input.dim() != 4)
+            throw new ArgumentException($"Spatial attention takes a feature map [b, c, h, w]; got shape [{string.Join(", ", input.shape)}].", nameof(input));
+        long b = input.shape[0], c = input.shape[1], h = input.shape[2], w = input.shape[3];
+        // Pixels become tokens: [b, c, h, w] → [b, h·w, c]; the attention's output goes back to a map and onto the input.
+        var tokens = _groupNorm!.forward(input).view(b, c, h * w).transpose(1, 2);
+        var (key, value) = ProjectKeyValue(tokens);
+        var attended = Attend(tokens, key, value);
+        return attended.transpose(1, 2).reshape(b, c, h, w) + input;
     }
 
     private Tensor SplitHeads(Tensor x) => x.view(x.shape[0], -1, Heads, HeadDim).transpose(1, 2);

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.UNet;
+namespace LatentDiffusion.Layers;
 
 /// <summary>Halves the resolution with a stride-2 3x3 convolution.</summary>
 public sealed class Downsample2D : nn.Module<Tensor, Tensor>
