@@ -20,6 +20,18 @@ public interface IVae : IDisposable
     /// <summary>The dtype the weights are held in.</summary>
     ScalarType DType { get; }
 
+    /// <summary>
+    /// Encode and decode a batch one image at a time (the reference's <c>enable_slicing</c>): lower peak memory, the same
+    /// result. A VAE that cannot slice keeps it false and ignores a request (setting it must not throw).
+    /// </summary>
+    bool UseSlicing { get; set; }
+
+    /// <summary>
+    /// Encode and decode large images in overlapping tiles (the reference's <c>enable_tiling</c>): memory bounded by the
+    /// tile size, a slightly different result. A VAE that cannot tile keeps it false and ignores a request.
+    /// </summary>
+    bool UseTiling { get; set; }
+
     /// <summary>Encodes images <c>[batch, 3, H, W]</c> in [-1, 1] to the posterior over (unscaled) latents.</summary>
     DiagonalGaussian Encode(Tensor images);
 

@@ -1,12 +1,11 @@
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Text;
 using Microsoft.Extensions.Logging;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>Prompt text to the context the UNet attends to, as the reference's <c>encode_prompt</c> does it.</summary>
-internal sealed class PromptEncoder(ClipTokenizer tokenizer, ITextEncoder textEncoder, ILogger logger)
+internal sealed class PromptEncoder(ITokenizer tokenizer, ITextEncoder textEncoder, ILogger logger)
 {
     /// <summary>Encodes one prompt, warning when it was cut at the tokenizer's length.</summary>
     public Tensor Encode(string prompt, int clipSkip)

@@ -18,7 +18,7 @@ namespace LatentDiffusion.Pipelines;
 
 /// <summary>
 /// Stable Diffusion 1.x/2.x: text-to-image and image-to-image with classifier-free guidance, step for step as the
-/// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components.
+/// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
 /// One instance serves any number of sequential or concurrent generations: all per-generation state lives in the
 /// scheduler run and the generation's own tensors.
 /// </summary>
@@ -29,12 +29,25 @@ public sealed class StableDiffusionPipeline : IPipeline
 
     private readonly PromptEncoder _promptEncoder;
     private readonly ILogger _logger;
-    private readonly bool _vaeSlicing;
+    private readonly bool _ownsComponents;
     private bool _disposed;
 
-    /// <summary>Composes a pipeline from components (each may be replaced by another implementation); the pipeline takes ownership of them.</summary>
-    public StableDiffusionPipeline(ClipTokenizer tokenizer, ITextEncoder textEncoder, IUNet unet, IVae vae, IScheduler scheduler, PipelineOptions? options = null)
+    /// <summary>
+    /// Composes a pipeline from components, each of which may be another implementation of its interface. By default the
+    /// pipeline owns them and disposes the text encoder, UNet and VAE when it is disposed; pass
+    /// <paramref name="leaveComponentsOpen"/> = true to compose a pipeline over parts that the caller (or another
+    /// pipeline) owns and disposes.
+    /// </summary>
+    /// <param name="tokenizer">Prompt text to token ids.</param>
+    /// <param name="textEncoder">Token ids to the context the UNet attends to.</param>
+    /// <param name="unet">The denoiser.</param>
+    /// <param name="vae">The autoencoder; its slicing and tiling are switched on when <paramref name="options"/> asks.</param>
+    /// <param name="scheduler">The default scheduler.</param>
+    /// <param name="options">Logging, VAE slicing and tiling; the device and dtype are the components' own.</param>
+    /// <param name="leaveComponentsOpen">True when the pipeline must not dispose the components.</param>
+    public StableDiffusionPipeline(ITokenizer tokenizer, ITextEncoder textEncoder, IUNet unet, IVae vae, IScheduler scheduler, PipelineOptions? options = null, bool leaveComponentsOpen = false)
     {
+        _ownsComponents = !leaveComponentsOpen;
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
         TextEncoder = textEncoder ?? throw new ArgumentNullException(nameof(textEncoder));
         UNet = unet ?? throw new ArgumentNullException(nameof(unet));
@@ -43,13 +56,9 @@ public sealed class StableDiffusionPipeline : IPipeline
         options ??= new PipelineOptions();
         _logger = options.LoggerFactory?.CreateLogger<StableDiffusionPipeline>() ?? (ILogger)NullLogger.Instance;
         _promptEncoder = new PromptEncoder(tokenizer, textEncoder, _logger);
-        _vaeSlicing = options.VaeSlicing;
-        if (vae is AutoencoderKL kl)
-        {
-            // The autoencoder slices and tiles itself, with the reference's triggers (tiles only above its tile size).
-            kl.UseSlicing |= options.VaeSlicing;
-            kl.UseTiling |= options.VaeTiling;
-        }
+        // The autoencoder slices and tiles itself, with the reference's triggers (tiles only above its tile size).
+        vae.UseSlicing |= options.VaeSlicing;
+        vae.UseTiling |= options.VaeTiling;
         if (textEncoder.HiddenSize != unet.CrossAttentionDim)
             throw new ArgumentException($"The text encoder's hidden size ({textEncoder.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim}).");
     }
@@ -62,7 +71,7 @@ public sealed class StableDiffusionPipeline : IPipeline
         => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
 
     /// <summary>The tokenizer.</summary>
-    public ClipTokenizer Tokenizer { get; }
+    public ITokenizer Tokenizer { get; }
 
     /// <summary>The text encoder.</summary>
     public ITextEncoder TextEncoder { get; }
@@ -236,8 +245,6 @@ public sealed class StableDiffusionPipeline : IPipeline
     private Tensor DecodeLatents(Tensor latents)
     {
         var z = (latents / Vae.ScalingFactor).to(Vae.DType);
-        if (_vaeSlicing && Vae is not AutoencoderKL && z.shape[0] > 1)
-            return cat(Enumerable.Range(0, (int)z.shape[0]).Select(i => Vae.Decode(z[i..(i + 1)])).ToArray(), 0);
         return Vae.Decode(z);
     }
 
@@ -286,17 +293,18 @@ public sealed class StableDiffusionPipeline : IPipeline
         }
     }
 
-    /// <summary>Releases the components.</summary>
+    /// <summary>Releases the components, unless the pipeline was composed with <c>leaveComponentsOpen</c>.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        if (!_ownsComponents) return;
         TextEncoder.Dispose();
         UNet.Dispose();
         Vae.Dispose();
     }
 
-    /// <summary>Releases the components.</summary>
+    /// <summary>Releases the components, unless the pipeline was composed with <c>leaveComponentsOpen</c>.</summary>
     public ValueTask DisposeAsync()
     {
         Dispose();

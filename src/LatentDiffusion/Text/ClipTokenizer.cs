@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using LatentDiffusion.Abstractions;
 using Microsoft.ML.Tokenizers;
 
 namespace LatentDiffusion.Text;
@@ -9,7 +10,7 @@ namespace LatentDiffusion.Text;
 /// cut out of the raw text first, the rest is normalised (NFC, white space collapsed, lower case), split into words by
 /// CLIP's pattern, and each word is BPE-encoded over UTF-8 bytes with the <c>&lt;/w&gt;</c> end-of-word suffix.
 /// </summary>
-public sealed class ClipTokenizer
+public sealed class ClipTokenizer : ITokenizer
 {
     /// <summary>The number of positions of every CLIP text encoder Stable Diffusion uses.</summary>
     public const int DefaultMaxLength = 77;

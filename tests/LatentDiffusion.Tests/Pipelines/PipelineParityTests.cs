@@ -84,7 +84,7 @@ public class PipelineParityTests
         string prompt = c.GetProperty("prompt").GetString()!;
         using var plain = await pipeline.GenerateAsync(prompt, options);
         using var generator = new Generator(1);
-        var nudged = new StableDiffusionPipeline(pipeline.Tokenizer, pipeline.TextEncoder, new NudgedUNet(pipeline.UNet, 1e-7, generator), pipeline.Vae, options.CustomScheduler!);
+        using var nudged = new StableDiffusionPipeline(pipeline.Tokenizer, pipeline.TextEncoder, new NudgedUNet(pipeline.UNet, 1e-7, generator), pipeline.Vae, options.CustomScheduler!, leaveComponentsOpen: true);
         using var moved = await nudged.GenerateAsync(prompt, options);
         double change = (moved.Pixels - plain.Pixels).abs().max().item<float>();
         if (illConditioned) Assert.That(change, Is.GreaterThan(1e-3), $"{key}: a rounding-sized nudge moves the image by {change:E2}");

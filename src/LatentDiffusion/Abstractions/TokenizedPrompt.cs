@@ -1,4 +1,4 @@
-namespace LatentDiffusion.Text;
+namespace LatentDiffusion.Abstractions;
 
 /// <summary>A prompt tokenized to the text encoder's fixed length, with what truncation dropped (for a warning).</summary>
 /// <param name="Ids">Exactly the requested length: start token, the prompt's tokens, end token, then pad tokens.</param>
