@@ -1,5 +1,10 @@
 using LatentDiffusion.Pipelines;
 using NUnit.Framework;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Jpeg;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Metadata.Profiles.Exif;
+using SixLabors.ImageSharp.PixelFormats;
 
 namespace LatentDiffusion.Tests.Pipelines;
 
@@ -18,4 +23,101 @@ public class ImageLoadingTests
     [Test]
     public void MissingFileGivesFileNotFound()
         => Assert.Throws<FileNotFoundException>(() => ImageLoading.Load(Path.Combine(Path.GetTempPath(), "no-such-image-" + Guid.NewGuid() + ".png")));
+
+    private const int TextBombBytes = 64 * 1024 * 1024;
+
+    // 64 MiB of one letter, deflated to about 64 KB: the size of the example.
+    private static readonly Lazy<byte[]> TextBomb = new(() =>
+    {
+        var text = new byte[TextBombBytes];
+        Array.Fill(text, (byte)'a');
+        return BadImages.Zlib(text);
+    });
+
+    public static IEnumerable<TestCaseData> TextBombs()
+    {
+        yield return new TestCaseData("zTXt").SetName("PNG zTXt chunk inflating to 64 MiB");
+        yield return new TestCaseData("iTXt").SetName("PNG compressed iTXt chunk inflating to 64 MiB");
+    }
+
+    [TestCaseSource(nameof(TextBombs))]
+    public void CompressedTextChunksAreNotInflated(string chunkType)
+    {
+        byte[] data = chunkType == "zTXt"
+            ? [.. "Comment"u8, 0, 0, .. TextBomb.Value]
+            // keyword, compression flag 1, method 0, empty language tag, empty translated keyword
+            : [.. "Comment"u8, 0, 1, 0, 0, 0, .. TextBomb.Value];
+        byte[] png = BadImages.OnePixelPng(BadImages.PngChunk(chunkType, data));
+        Assert.That(png.Length, Is.LessThan(100_000), "the file itself is small");
+
+        using var stream = new MemoryStream(png);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        using var image = ImageLoading.Load(stream, "bomb.png");
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        Assert.That(allocated, Is.LessThan(50L * 1024 * 1024), $"allocated {allocated:N0} bytes to read a {png.Length:N0}-byte PNG");
+        Assert.That(image.Width, Is.EqualTo(1));
+        Assert.That(image[0, 0], Is.EqualTo(new Rgb24(255, 128, 0)));
+    }
+
+    /// <summary>32x16 stored pixels: the top-left 16x8 quarter red, the rest blue; tagged with EXIF orientation 6.</summary>
+    private static Image<Rgb24> RightTopImage()
+    {
+        var image = new Image<Rgb24>(32, 16, new Rgb24(0, 0, 255));
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 16; x++)
+                image[x, y] = new Rgb24(255, 0, 0);
+        image.Metadata.ExifProfile = new ExifProfile();
+        // 6: the stored rows are the picture's right-hand side; shown upright it is turned 90 degrees clockwise.
+        image.Metadata.ExifProfile.SetValue(ExifTag.Orientation, (ushort)6);
+        return image;
+    }
+
+    private static void AssertTurnedClockwise(Image<Rgb24> loaded)
+    {
+        Assert.That((loaded.Width, loaded.Height), Is.EqualTo((16, 32)), "turned upright: width and height swap");
+        // Turned 90 degrees clockwise, the stored top-left quarter is the top-right one.
+        bool IsRed(Rgb24 p) => p.R > 200 && p.B < 60;
+        bool IsBlue(Rgb24 p) => p.B > 200 && p.R < 60;
+        Assert.That(IsRed(loaded[12, 4]), $"top-right is red: {loaded[12, 4]}");
+        Assert.That(IsBlue(loaded[4, 4]), $"top-left is blue: {loaded[4, 4]}");
+        Assert.That(IsBlue(loaded[12, 24]), $"bottom-right is blue: {loaded[12, 24]}");
+        Assert.That(IsBlue(loaded[4, 24]), $"bottom-left is blue: {loaded[4, 24]}");
+    }
+
+    [Test]
+    public void JpegExifOrientationIsApplied()
+    {
+        using var stored = RightTopImage();
+        using var file = new MemoryStream();
+        stored.SaveAsJpeg(file, new JpegEncoder { Quality = 95 });
+        file.Position = 0;
+        using var loaded = ImageLoading.Load(file, "photo.jpg");
+        AssertTurnedClockwise(loaded);
+    }
+
+    [Test]
+    public void PngExifOrientationIsApplied()
+    {
+        using var stored = RightTopImage();
+        using var file = new MemoryStream();
+        stored.SaveAsPng(file, new PngEncoder());
+        Assert.That(System.Text.Encoding.ASCII.GetString(file.ToArray()), Does.Contain("eXIf"), "the orientation travels in an eXIf chunk");
+        file.Position = 0;
+        using var loaded = ImageLoading.Load(file, "photo.png");
+        AssertTurnedClockwise(loaded);
+    }
+
+    [Test]
+    public void AnImageWithoutOrientationIsNotTurned()
+    {
+        using var stored = RightTopImage();
+        stored.Metadata.ExifProfile = null;
+        using var file = new MemoryStream();
+        stored.SaveAsPng(file);
+        file.Position = 0;
+        using var loaded = ImageLoading.Load(file, "plain.png");
+        Assert.That((loaded.Width, loaded.Height), Is.EqualTo((32, 16)));
+        Assert.That(loaded[4, 4], Is.EqualTo(new Rgb24(255, 0, 0)));
+    }
 }
