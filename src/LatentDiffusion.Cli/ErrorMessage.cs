@@ -45,6 +45,16 @@ internal static class ErrorMessage
         return IsUserError(e) ? message : $"unexpected {e.GetType().Name}: {message}";
     }
 
+    /// <summary>The command-line parser's messages on one line, with .NET type names said in words.</summary>
+    public static string DescribeParseErrors(IEnumerable<string> messages)
+        => string.Join("; ", messages.Select(m => string.Join(' ', m
+                .Replace("'System.Int32'", "a whole number", StringComparison.Ordinal)
+                .Replace("'System.Int64'", "a whole number", StringComparison.Ordinal)
+                .Replace("'System.Double'", "a number", StringComparison.Ordinal)
+                .Replace("'System.Boolean'", "true or false", StringComparison.Ordinal)
+                .ReplaceLineEndings(" ").Split(' ', StringSplitOptions.RemoveEmptyEntries)).TrimEnd('.'))
+            .Where(m => m.Length > 0));
+
     // ArgumentException appends " (Parameter 'x')" and ArgumentOutOfRangeException a line "Actual value was v.";
     // the value is kept, the rest is noise on a command line.
     private static string Plain(Exception e)

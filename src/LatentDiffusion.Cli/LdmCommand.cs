@@ -27,7 +27,7 @@ public static class LdmCommand
         }
         if (parse.Errors.Count > 0)
         {
-            stderr.WriteLine($"error: {string.Join("; ", parse.Errors.Select(e => e.Message.ReplaceLineEndings(" ")))}");
+            stderr.WriteLine($"error: {ErrorMessage.DescribeParseErrors(parse.Errors.Select(e => e.Message))} (see ldm --help).");
             return 2;
         }
         using var cts = new CancellationTokenSource();

@@ -92,4 +92,14 @@ public class CliErrorTests
         var e = new InvalidOperationException("Cannot transcode invalid UTF-8 JSON text to UTF-16 string.", new DecoderFallbackException("Unable to translate bytes [FF] at index 22\nfrom specified code page to Unicode."));
         Assert.That(ErrorMessage.Describe(e), Is.EqualTo("unexpected InvalidOperationException: Cannot transcode invalid UTF-8 JSON text to UTF-16 string: Unable to translate bytes [FF] at index 22 from specified code page to Unicode."));
     }
+
+    [Test]
+    public async Task ParseErrorsAreOneLineInWords()
+    {
+        var (code, _, err) = await CliTests.Run("generate", "--prompt", "x", "--steps", "abc", "--count", "zz");
+        Assert.That(code, Is.EqualTo(2));
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines, Has.Length.EqualTo(1), err);
+        Assert.That(lines[0], Does.StartWith("error: ").And.Contain("'abc'").And.Contain("'zz'").And.Contain("a whole number").And.Not.Contain("System.Int32"));
+    }
 }

@@ -120,4 +120,22 @@ public class ImageLoadingTests
         Assert.That((loaded.Width, loaded.Height), Is.EqualTo((32, 16)));
         Assert.That(loaded[4, 4], Is.EqualTo(new Rgb24(255, 0, 0)));
     }
+
+    [Test]
+    public void AnAnimatedGifGivesItsFirstFrameOnly()
+    {
+        // Every frame of an animation is a full canvas in memory; a GIF of many tiny frames would cost frames x canvas.
+        using var animation = new Image<Rgb24>(16, 16, new Rgb24(255, 0, 0));
+        for (int i = 0; i < 3; i++)
+        {
+            using var frame = new Image<Rgb24>(16, 16, new Rgb24(0, 0, 255));
+            animation.Frames.AddFrame(frame.Frames.RootFrame);
+        }
+        using var file = new MemoryStream();
+        animation.SaveAsGif(file);
+        file.Position = 0;
+        using var loaded = ImageLoading.Load(file, "anim.gif");
+        Assert.That(loaded.Frames.Count, Is.EqualTo(1));
+        Assert.That(loaded[8, 8], Is.EqualTo(new Rgb24(255, 0, 0)));
+    }
 }
