@@ -25,7 +25,8 @@ internal static class ErrorMessage
     /// <summary>Whether the exception is about the user's input or environment (a file, a value, a device), not a bug.</summary>
     public static bool IsUserError(Exception e) => e is ArgumentException or FileNotFoundException or DirectoryNotFoundException
         or InvalidDataException or NotSupportedException or TorchRuntimeException or UnknownImageFormatException or IOException
-        or UnauthorizedAccessException or KeyNotFoundException or FormatException or System.Text.Json.JsonException;
+        or UnauthorizedAccessException or KeyNotFoundException or FormatException or System.Text.Json.JsonException
+        or DllNotFoundException;
 
     /// <summary>
     /// One line: the unwrapped exception's message without .NET's parameter decorations, followed by the messages of
