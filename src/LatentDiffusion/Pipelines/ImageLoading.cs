@@ -21,7 +21,7 @@ public static class ImageLoading
     public const long MaxInputBytes = 256L * 1024 * 1024;
 
     // PNG text chunks (zTXt, compressed iTXt) are zlib streams the decoder would inflate whole into strings: a 64 KB
-    // file cost 1.7 GB. PNG metadata is skipped; its one useful field, the EXIF orientation, is read by PngOrientation
+    // file cost 1.7 GB. PNG metadata is skipped; its one useful field, the EXIF orientation, is read by ExifOrientation
     // from the uncompressed eXIf chunk. Multi-frame formats give their first frame only (what the pipeline uses).
     private static readonly Configuration Decoding = CreateConfiguration();
 
@@ -71,12 +71,22 @@ public static class ImageLoading
             var image = Image.Load<Rgb24>(Decoding, stream);
             try
             {
+                ushort? orientation;
                 if (format is PngFormat)
                 {
                     stream.Position = start;
-                    image.Metadata.ExifProfile = PngOrientation.Read(stream);
+                    orientation = ExifOrientation.FromPng(stream);
                 }
-                if (image.Metadata.ExifProfile is not null) image.Mutate(x => x.AutoOrient());
+                else
+                {
+                    // TIFF keeps its tags with the frame, the other formats with the image.
+                    orientation = ExifOrientation.From(image.Metadata.ExifProfile) ?? ExifOrientation.From(image.Frames.RootFrame.Metadata.ExifProfile);
+                }
+                if (orientation is > 1)
+                {
+                    image.Metadata.ExifProfile = ExifOrientation.Profile(orientation.Value);
+                    image.Mutate(x => x.AutoOrient());
+                }
                 return image;
             }
             catch

@@ -3,6 +3,7 @@ using NUnit.Framework;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Formats.Webp;
 using SixLabors.ImageSharp.Metadata.Profiles.Exif;
 using SixLabors.ImageSharp.PixelFormats;
 
@@ -85,27 +86,60 @@ public class ImageLoadingTests
         Assert.That(IsBlue(loaded[4, 24]), $"bottom-left is blue: {loaded[4, 24]}");
     }
 
-    [Test]
-    public void JpegExifOrientationIsApplied()
+    [TestCase("jpeg", "APP1 segment")]
+    [TestCase("png", "eXIf chunk")]
+    [TestCase("tiff", "IFD tag")]
+    [TestCase("webp", "EXIF chunk")]
+    public void ExifOrientationIsApplied(string format, string where)
     {
         using var stored = RightTopImage();
         using var file = new MemoryStream();
-        stored.SaveAsJpeg(file, new JpegEncoder { Quality = 95 });
+        switch (format)
+        {
+            case "jpeg": stored.SaveAsJpeg(file, new JpegEncoder { Quality = 95 }); break;
+            case "png":
+                stored.SaveAsPng(file, new PngEncoder());
+                Assert.That(System.Text.Encoding.ASCII.GetString(file.ToArray()), Does.Contain("eXIf"), "the orientation travels in an eXIf chunk");
+                break;
+            case "tiff": file.Write(UncompressedTiff(stored, orientation: 6)); break; // ImageSharp's encoder drops the tag
+            case "webp": stored.SaveAsWebp(file, new WebpEncoder { FileFormat = WebpFileFormatType.Lossless }); break;
+        }
         file.Position = 0;
-        using var loaded = ImageLoading.Load(file, "photo.jpg");
+        using var loaded = ImageLoading.Load(file, "photo." + format);
         AssertTurnedClockwise(loaded);
     }
 
-    [Test]
-    public void PngExifOrientationIsApplied()
+    /// <summary>A baseline little-endian RGB TIFF, one uncompressed strip, with an Orientation tag.</summary>
+    private static byte[] UncompressedTiff(Image<Rgb24> image, ushort orientation)
     {
-        using var stored = RightTopImage();
-        using var file = new MemoryStream();
-        stored.SaveAsPng(file, new PngEncoder());
-        Assert.That(System.Text.Encoding.ASCII.GetString(file.ToArray()), Does.Contain("eXIf"), "the orientation travels in an eXIf chunk");
-        file.Position = 0;
-        using var loaded = ImageLoading.Load(file, "photo.png");
-        AssertTurnedClockwise(loaded);
+        int w = image.Width, h = image.Height, pixelBytes = w * h * 3;
+        var entries = new (ushort Tag, ushort Type, uint Count, uint Value)[]
+        {
+            (256, 3, 1, (uint)w), (257, 3, 1, (uint)h), (258, 3, 3, 0 /* offset, below */), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, 0 /* offset, below */), (274, 3, 1, orientation), (277, 3, 1, 3), (278, 3, 1, (uint)h),
+            (279, 4, 1, (uint)pixelBytes), (284, 3, 1, 1),
+        };
+        int ifdSize = 2 + entries.Length * 12 + 4;
+        uint bitsOffset = (uint)(8 + ifdSize), pixelsOffset = bitsOffset + 6;
+        var tiff = new byte[pixelsOffset + pixelBytes];
+        "II*\0"u8.CopyTo(tiff);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(tiff.AsSpan(4), 8);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(tiff.AsSpan(8), (ushort)entries.Length);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            var (tag, type, count, value) = entries[i];
+            if (tag == 258) value = bitsOffset;
+            if (tag == 273) value = pixelsOffset;
+            var at = tiff.AsSpan(10 + i * 12);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(at, tag);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(at[2..], type);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(at[4..], count);
+            if (type == 3 && count == 1) System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(at[8..], (ushort)value);
+            else System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(at[8..], value);
+        }
+        for (int k = 0; k < 3; k++) System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(tiff.AsSpan((int)bitsOffset + 2 * k), 8);
+        image.CopyPixelDataTo(tiff.AsSpan((int)pixelsOffset));
+        return tiff;
     }
 
     [Test]
