@@ -25,11 +25,11 @@ internal static class GenerateCommand
         var height = new Option<int?>("--height", "-H") { Description = "Height in pixels, a multiple of 8; default: the model's size." };
         var initImage = new Option<string?>("--init-image") { Description = "Start image for image-to-image." };
         var strength = new Option<double>("--strength") { Description = "Image-to-image: how much to change the start image, in [0, 1].", DefaultValueFactory = _ => 0.8 };
-        var count = new Option<int>("--count") { Description = "Images to make; with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
+        var count = new Option<int>("--count") { Description = "Images to make (1 to 64); with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16.", DefaultValueFactory = _ => "float32" };
         var clipSkip = new Option<int>("--clip-skip") { Description = "Text encoder layers to skip at the end (0 = none)." };
-        var output = new Option<string>("--output", "-o") { Description = "The PNG to write.", DefaultValueFactory = _ => "out.png" };
+        var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
 
         var command = new Command("generate", "Generate images from a prompt.")
@@ -38,15 +38,15 @@ internal static class GenerateCommand
         };
         command.SetAction(async (parse, ct) =>
         {
+            // Everything that can be wrong with the arguments or the output location is found here, before the model
+            // is loaded and the images are made.
             int n = parse.GetValue(count);
-            if (n < 1) throw new ArgumentException($"--count must be at least 1; got {n}.");
-            string outPath = parse.GetValue(output)!;
-            if (!outPath.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"--output must be a .png file; got '{outPath}'.");
-            var targets = n == 1 ? [outPath] : Enumerable.Range(0, n).Select(i => Path.ChangeExtension(outPath, null) + $"-{i}.png").ToArray();
-            if (!parse.GetValue(overwrite) && targets.FirstOrDefault(File.Exists) is { } existing)
-                throw new IOException($"'{existing}' already exists; pass --overwrite to replace it.");
+            CheckArguments(parse.GetValue(steps), n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance),
+                parse.GetValue(initImage) is null ? null : parse.GetValue(strength), parse.GetValue(clipSkip));
+            bool replace = parse.GetValue(overwrite);
+            var targets = OutputFiles.Prepare(parse.GetValue(output)!, n, replace);
 
-            using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => { o.SingleLine = true; })
+            using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new StderrLoggerProvider(stderr))
                 .SetMinimumLevel(parse.GetValue(verbose) ? LogLevel.Information : LogLevel.Warning));
             var pipelineOptions = new PipelineOptions
             {
@@ -78,9 +78,7 @@ internal static class GenerateCommand
             bar?.Done();
             for (int i = 0; i < targets.Length; i++)
             {
-                string tmp = targets[i] + ".tmp";
-                await result.Images[i].SaveAsPngAsync(tmp, ct);
-                File.Move(tmp, targets[i], overwrite: true);
+                await OutputFiles.SaveAsync(result.Images[i], targets[i], replace, ct);
                 stdout.WriteLine(targets[i]);
             }
             stderr.WriteLine($"seed {result.Seed}, {clock.Elapsed.TotalSeconds:F1} s");
@@ -88,6 +86,25 @@ internal static class GenerateCommand
         });
         return command;
     }
+
+    // The pipeline checks these too, in its own (API) words; here they are checked first, in the tool's.
+    private static void CheckArguments(int steps, int count, int? width, int? height, double guidance, double? strength, int clipSkip)
+    {
+        if (steps < 1) throw new ArgumentException($"--steps must be at least 1, got {steps}.");
+        if (count is < 1 or > MaxCount) throw new ArgumentException($"--count must be between 1 and {MaxCount}, got {count}.");
+        foreach (var (name, value) in new[] { ("--width", width), ("--height", height) })
+        {
+            if (value is not { } v) continue;
+            if (v <= 0 || v % 8 != 0) throw new ArgumentException($"{name} must be a positive multiple of 8, got {v}.");
+            if (v > StableDiffusionPipeline.MaxImageSide) throw new ArgumentException($"{name} must be at most {StableDiffusionPipeline.MaxImageSide}, got {v}.");
+        }
+        if (!double.IsFinite(guidance)) throw new ArgumentException($"--guidance must be a finite number, got {guidance}.");
+        if (strength is { } s && !(s >= 0 && s <= 1)) throw new ArgumentException($"--strength must be between 0 and 1, got {s}.");
+        if (clipSkip < 0) throw new ArgumentException($"--clip-skip cannot be negative, got {clipSkip}.");
+    }
+
+    // The pipeline's limit on images per prompt.
+    private const int MaxCount = 64;
 
     private static Dictionary<string, string>? ParseOverrides(string[]? items)
     {

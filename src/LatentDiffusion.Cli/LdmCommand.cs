@@ -1,6 +1,4 @@
 using System.CommandLine;
-using LatentDiffusion.Runtime;
-using SixLabors.ImageSharp;
 
 namespace LatentDiffusion.Cli;
 
@@ -17,10 +15,19 @@ public static class LdmCommand
         root.Subcommands.Add(TokenizeCommand.Create(stdout));
         root.Subcommands.Add(InfoCommand.Create(stdout));
 
-        var parse = root.Parse(args);
+        ParseResult parse;
+        try
+        {
+            parse = root.Parse(args);
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"error: {ErrorMessage.Describe(e)}");
+            return 2;
+        }
         if (parse.Errors.Count > 0)
         {
-            foreach (var e in parse.Errors) stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {ErrorMessage.DescribeParseErrors(parse.Errors.Select(e => e.Message))} (see ldm --help).");
             return 2;
         }
         using var cts = new CancellationTokenSource();
@@ -30,14 +37,15 @@ public static class LdmCommand
         {
             return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = stdout, Error = stderr }, cts.Token);
         }
-        catch (OperationCanceledException)
+        catch (Exception e) when (ErrorMessage.Unwrap(e) is OperationCanceledException)
         {
             stderr.WriteLine("cancelled");
             return 130;
         }
-        catch (Exception e) when (IsUserError(e))
+        catch (Exception e)
         {
-            stderr.WriteLine($"error: {e.Message.ReplaceLineEndings(" ")}");
+            // Every failure, expected or not, is one line; --verbose adds the whole exception.
+            stderr.WriteLine($"error: {ErrorMessage.Describe(e)}");
             if (parse.GetValue(verbose)) stderr.WriteLine(e);
             return 1;
         }
@@ -46,8 +54,4 @@ public static class LdmCommand
             Console.CancelKeyPress -= onCancel;
         }
     }
-
-    private static bool IsUserError(Exception e) => e is ArgumentException or FileNotFoundException or DirectoryNotFoundException
-        or InvalidDataException or NotSupportedException or TorchRuntimeException or UnknownImageFormatException or IOException
-        or UnauthorizedAccessException or KeyNotFoundException;
 }

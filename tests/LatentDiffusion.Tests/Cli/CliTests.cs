@@ -19,7 +19,8 @@ public class CliTests
     [TearDown]
     public void DeleteDirectory() => Directory.Delete(_dir, recursive: true);
 
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    /// <summary>Runs ldm in-process with the given arguments; its exit code and what it wrote to each stream.</summary>
+    internal static async Task<(int Code, string Out, string Err)> Run(params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
@@ -134,7 +135,7 @@ public class CliTests
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--init-image", Path.Combine(d, "garbage.png"), "--output", Path.Combine(d, "o.png")]), "garbage.png").SetName("unreadable init image");
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--init-image", Path.Combine(d, "huge.png"), "--output", Path.Combine(d, "o.png")]), "8192").SetName("oversized init image");
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--device", "tpu", "--output", Path.Combine(d, "o.png")]), "tpu").SetName("bad device");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--steps", "0", "--output", Path.Combine(d, "o.png")]), "Steps").SetName("zero steps");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--steps", "0", "--output", Path.Combine(d, "o.png")]), "--steps must be at least 1, got 0").SetName("zero steps");
     }
 
     [TestCaseSource(nameof(BadInputs))]

@@ -12,11 +12,38 @@ public static class BadImages
         BinaryPrimitives.WriteInt32BigEndian(ihdr, width);
         BinaryPrimitives.WriteInt32BigEndian(ihdr.AsSpan(4), height);
         ihdr[8] = 8; ihdr[9] = 2;
-        var chunk = new List<byte>();
-        var len = new byte[4]; BinaryPrimitives.WriteInt32BigEndian(len, 13);
-        var typeAndData = "IHDR"u8.ToArray().Concat(ihdr).ToArray();
+        return [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A, .. PngChunk("IHDR", ihdr)];
+    }
+
+    /// <summary>One PNG chunk: length, type, data and a valid CRC.</summary>
+    public static byte[] PngChunk(string type, byte[] data)
+    {
+        var len = new byte[4]; BinaryPrimitives.WriteInt32BigEndian(len, data.Length);
+        var typeAndData = System.Text.Encoding.ASCII.GetBytes(type).Concat(data).ToArray();
         var crc = new byte[4]; BinaryPrimitives.WriteUInt32BigEndian(crc, Crc32(typeAndData));
-        return [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A, .. len, .. typeAndData, .. crc];
+        return [.. len, .. typeAndData, .. crc];
+    }
+
+    /// <summary>
+    /// A valid 1x1 RGB PNG (one orange pixel) with <paramref name="extraChunks"/> placed between its header and its
+    /// pixel data.
+    /// </summary>
+    public static byte[] OnePixelPng(params byte[][] extraChunks)
+    {
+        var png = new List<byte>(PngHeader(1, 1));
+        foreach (var chunk in extraChunks) png.AddRange(chunk);
+        png.AddRange(PngChunk("IDAT", Zlib([0, 255, 128, 0])));
+        png.AddRange(PngChunk("IEND", []));
+        return [.. png];
+    }
+
+    /// <summary>A zlib stream of <paramref name="data"/> at the best compression.</summary>
+    public static byte[] Zlib(byte[] data)
+    {
+        var output = new MemoryStream();
+        using (var z = new System.IO.Compression.ZLibStream(output, System.IO.Compression.CompressionLevel.SmallestSize, leaveOpen: true))
+            z.Write(data);
+        return output.ToArray();
     }
 
     /// <summary>Named bad files: each must give an InvalidDataException, never a crash or a hang.</summary>
