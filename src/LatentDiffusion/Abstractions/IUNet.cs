@@ -29,4 +29,16 @@ public interface IUNet : IDisposable
     /// Returns <c>[batch, OutChannels, h, w]</c>.
     /// </summary>
     Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates);
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor)"/>, stopping with <see cref="OperationCanceledException"/> when
+    /// <paramref name="cancellationToken"/> is cancelled. Implementations check it between their blocks, so that one
+    /// forward pass at a large size does not outlast a cancellation; this default checks it once, before the pass.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; nothing the pass allocated is left alive.</exception>
+    Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return Forward(sample, timestep, encoderHiddenStates);
+    }
 }

@@ -37,6 +37,30 @@ public interface IVae : IDisposable
 
     /// <summary>Decodes (unscaled) latents <c>[batch, LatentChannels, h, w]</c> to images in roughly [-1, 1].</summary>
     Tensor Decode(Tensor latents);
+
+    /// <summary>
+    /// As <see cref="Encode(Tensor)"/>, stopping with <see cref="OperationCanceledException"/> when
+    /// <paramref name="cancellationToken"/> is cancelled. Implementations check it between their blocks and tiles; this
+    /// default checks it once, before encoding.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; nothing the call allocated is left alive.</exception>
+    DiagonalGaussian Encode(Tensor images, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return Encode(images);
+    }
+
+    /// <summary>
+    /// As <see cref="Decode(Tensor)"/>, stopping with <see cref="OperationCanceledException"/> when
+    /// <paramref name="cancellationToken"/> is cancelled. Implementations check it between their blocks and tiles; this
+    /// default checks it once, before decoding.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; nothing the call allocated is left alive.</exception>
+    Tensor Decode(Tensor latents, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        return Decode(latents);
+    }
 }
 
 /// <summary>A diagonal Gaussian over latents: the VAE encoder's posterior. Owns its tensors.</summary>

@@ -19,6 +19,7 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
     private readonly GenerationOptions _defaults;
     private readonly bool _ownsPipeline;
     private readonly ImageGeneratorMetadata _metadata;
+    private volatile bool _disposed;
 
     /// <summary>Wraps a loaded pipeline; <paramref name="ownsPipeline"/> says whether disposing this disposes it.</summary>
     public LatentDiffusionImageGenerator(StableDiffusionPipeline pipeline, GenerationOptions? defaults = null, bool ownsPipeline = false, string? modelId = null)
@@ -34,8 +35,10 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         => new(await StableDiffusionPipeline.LoadAsync(modelPath, options, cancellationToken).ConfigureAwait(false), defaults, ownsPipeline: true, Path.GetFileName(Path.TrimEndingDirectorySeparator(modelPath)));
 
     /// <inheritdoc />
+    /// <exception cref="ObjectDisposedException">This generator is disposed, or its pipeline was disposed (also while this request ran).</exception>
     public async Task<ImageGenerationResponse> GenerateAsync(ImageGenerationRequest request, ImageGenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(request);
         if (options?.MediaType is { } mt && !string.Equals(mt, "image/png", StringComparison.OrdinalIgnoreCase))
             throw new NotSupportedException($"Media type '{mt}' is not supported; this generator returns image/png.");
@@ -86,9 +89,13 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         return serviceType.IsInstanceOfType(this) ? this : null;
     }
 
-    /// <summary>Disposes the pipeline when this generator owns it.</summary>
+    /// <summary>
+    /// Disposes the pipeline when this generator owns it (requests still running end with <see cref="ObjectDisposedException"/>,
+    /// and this waits for them); later requests throw <see cref="ObjectDisposedException"/>.
+    /// </summary>
     public void Dispose()
     {
+        _disposed = true;
         if (_ownsPipeline) _pipeline.Dispose();
     }
 }

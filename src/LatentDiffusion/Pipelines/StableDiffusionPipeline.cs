@@ -20,7 +20,9 @@ namespace LatentDiffusion.Pipelines;
 /// Stable Diffusion 1.x/2.x: text-to-image and image-to-image with classifier-free guidance, step for step as the
 /// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
 /// One instance serves any number of sequential or concurrent generations: all per-generation state lives in the
-/// scheduler run and the generation's own tensors.
+/// scheduler run and the generation's own tensors. Disposing it while generations run stops them at their next check
+/// (between UNet and VAE blocks) with <see cref="ObjectDisposedException"/> and frees the weights only after the last
+/// has ended.
 /// </summary>
 public sealed class StableDiffusionPipeline : IPipeline
 {
@@ -30,7 +32,7 @@ public sealed class StableDiffusionPipeline : IPipeline
     private readonly PromptEncoder _promptEncoder;
     private readonly ILogger _logger;
     private readonly bool _ownsComponents;
-    private bool _disposed;
+    private readonly RunTracker _runs;
 
     /// <summary>
     /// Composes a pipeline from components, each of which may be another implementation of its interface. By default the
@@ -56,6 +58,7 @@ public sealed class StableDiffusionPipeline : IPipeline
         options ??= new PipelineOptions();
         _logger = options.LoggerFactory?.CreateLogger<StableDiffusionPipeline>() ?? (ILogger)NullLogger.Instance;
         _promptEncoder = new PromptEncoder(tokenizer, textEncoder, _logger);
+        _runs = new RunTracker(ReleaseComponents);
         // The autoencoder slices and tiles itself, with the reference's triggers (tiles only above its tile size).
         vae.UseSlicing |= options.VaeSlicing;
         vae.UseTiling |= options.VaeTiling;
@@ -95,17 +98,35 @@ public sealed class StableDiffusionPipeline : IPipeline
     /// <inheritdoc />
     public Task<GenerationResult> GenerateAsync(string prompt, GenerationOptions? options, IProgress<DiffusionProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
         options ??= new GenerationOptions();
         Validate(prompt, options);
         return Task.Run(() => Generate(prompt, options, progress, cancellationToken), cancellationToken);
     }
 
     /// <summary>The same as <see cref="GenerateAsync(string, GenerationOptions?, IProgress{DiffusionProgress}?, CancellationToken)"/>, on the calling thread.</summary>
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed, or was disposed while this generation ran.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps and between UNet and VAE blocks).</exception>
+    /// <exception cref="InvalidOperationException">The image came out with NaN or infinite values (the message names the stage that first produced them).</exception>
     public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<DiffusionProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
         options ??= new GenerationOptions();
         Validate(prompt, options);
+        using var run = _runs.Enter(this);
+        // Disposal stops the run as a cancellation would, at the next check; it then surfaces as ObjectDisposedException.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _runs.Closing);
+        try
+        {
+            return Run(prompt, options, progress, stop.Token);
+        }
+        catch (OperationCanceledException e) when (_runs.Closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new ObjectDisposedException($"{GetType().FullName}: the pipeline was disposed while this generation ran.", e);
+        }
+    }
+
+    private GenerationResult Run(string prompt, GenerationOptions options, IProgress<DiffusionProgress>? progress, CancellationToken cancellationToken)
+    {
         var clock = Stopwatch.StartNew();
         var device = UNet.Device;
         var dtype = UNet.DType;
@@ -120,9 +141,12 @@ public sealed class StableDiffusionPipeline : IPipeline
 
         using var noGrad = no_grad();
         using var outer = NewDisposeScope();
+        using var finite = new FiniteChecks();
 
         // 1. The context: [negative; positive] when guiding, as one batch.
+        cancellationToken.ThrowIfCancellationRequested();
         var context = EncodeContext(prompt, options, perPrompt, guidance, dtype, device);
+        finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
 
         // 2. Timesteps, and for image-to-image the part of them that the strength keeps.
         using var run = scheduler.Start(options.Steps, generator);
@@ -131,11 +155,13 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (options.InitImage is null)
         {
             latents = PrepareLatents(options, perPrompt, device, dtype, generator, run);
+            finite.Record(options.Latents is null ? "the initial noise" : "the given latents", latents);
         }
         else
         {
             (timesteps, _) = Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength);
-            latents = PrepareImageLatents(options, perPrompt, device, dtype, generator, run, timesteps);
+            latents = PrepareImageLatents(options, perPrompt, device, dtype, generator, run, timesteps, cancellationToken);
+            finite.Record("the VAE encoder (the init image's latents)", latents);
         }
 
         // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
@@ -150,17 +176,20 @@ public sealed class StableDiffusionPipeline : IPipeline
             {
                 var modelInput = guidance ? cat([latents, latents], 0) : latents;
                 var scaled = run.ScaleModelInput(modelInput, t);
-                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context);
+                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context, cancellationToken);
+                finite.Record($"the UNet at step {i + 1} of {timesteps.Count}", noisePred);
                 if (guidance)
                 {
                     var halves = noisePred.chunk(2, 0);
                     var (uncond, text) = (halves[0], halves[1]);
                     noisePred = uncond + options.GuidanceScale * (text - uncond);
                     if (options.GuidanceRescale > 0) noisePred = RescaleNoiseCfg(noisePred, text, options.GuidanceRescale);
+                    finite.Record($"classifier-free guidance at step {i + 1} of {timesteps.Count} (guidance scale {options.GuidanceScale:G6})", noisePred);
                 }
                 var next = run.Step(noisePred, t, latents);
                 latents.Dispose();
                 latents = next.MoveToOuterDisposeScope();
+                finite.Record($"the scheduler ({run.GetType().Name}) at step {i + 1} of {timesteps.Count}", latents);
             }
             if (options.OnStep is { } callback)
             {
@@ -172,14 +201,16 @@ public sealed class StableDiffusionPipeline : IPipeline
                     latents.Dispose();
                     latents = replaced.to(dtype, device);
                     if (!ReferenceEquals(latents, replaced)) replaced.Dispose();
+                    finite.Record($"the latents the step callback returned at step {i + 1}", latents);
                 }
             }
             progress?.Report(new DiffusionProgress(i + 1, timesteps.Count, clock.Elapsed));
         }
         cancellationToken.ThrowIfCancellationRequested();
 
-        // 4. Decode.
-        var decoded = DecodeLatents(latents);
+        // 4. Decode, and refuse a non-finite image rather than return it as black.
+        var decoded = DecodeLatents(latents, cancellationToken);
+        finite.ThrowIfImageNotFinite(decoded);
         var pixels = ImageConversion.ToPixels(decoded).MoveToOuterDisposeScope();
         var images = Enumerable.Range(0, (int)pixels.shape[0]).Select(i => ImageConversion.ToImage(pixels, i)).ToList();
         var keptLatents = options.ReturnLatents ? latents.to(ScalarType.Float32).cpu().MoveToOuterDisposeScope() : null;
@@ -229,23 +260,24 @@ public sealed class StableDiffusionPipeline : IPipeline
         return run.InitNoiseSigma == 1.0 ? start : start * run.InitNoiseSigma;
     }
 
-    private Tensor PrepareImageLatents(GenerationOptions options, int perPrompt, Device device, ScalarType dtype, Generator generator, ISchedulerRun run, IReadOnlyList<double> timesteps)
+    private Tensor PrepareImageLatents(GenerationOptions options, int perPrompt, Device device, ScalarType dtype, Generator generator, ISchedulerRun run,
+        IReadOnlyList<double> timesteps, CancellationToken cancellationToken)
     {
         var (w, h) = Size(options);
         var vaeDtype = Vae.DType;
         var image = ImageConversion.ToTensor(options.InitImage!, w, h).to(vaeDtype, device);
-        using var posterior = Vae.Encode(image);
+        using var posterior = Vae.Encode(image, cancellationToken);
         var init = (posterior.Sample(generator) * Vae.ScalingFactor).to(dtype);
         if (perPrompt > 1) init = cat(Enumerable.Repeat(init, perPrompt).ToArray(), 0);
         var noise = randn(init.shape, ScalarType.Float32, CPU, generator: generator).to(dtype, device);
-        if (timesteps.Count == 0) return init;
+        // Validate refuses a strength that leaves no step, as the reference does.
         return run.AddNoise(init, noise, timesteps[0]);
     }
 
-    private Tensor DecodeLatents(Tensor latents)
+    private Tensor DecodeLatents(Tensor latents, CancellationToken cancellationToken)
     {
         var z = (latents / Vae.ScalingFactor).to(Vae.DType);
-        return Vae.Decode(z);
+        return Vae.Decode(z, cancellationToken);
     }
 
     private static Tensor RescaleNoiseCfg(Tensor cfg, Tensor text, double rescale)
@@ -282,6 +314,9 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (o.GuidanceRescale < 0 || o.GuidanceRescale > 1) throw new ArgumentOutOfRangeException(nameof(o.GuidanceRescale), o.GuidanceRescale, "GuidanceRescale must be in [0, 1].");
         if (o.InitImage is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, "Strength must be in [0, 1].");
+        // The reference keeps int(steps · strength) steps (Img2ImgSchedule.ForStrength) and raises an error when none is left.
+        if (o.InitImage is not null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
+            throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, NoStepsLeftMessage(o.Steps, o.Strength));
         if (o.InitImage is not null && o.Latents is not null) throw new ArgumentException("Latents cannot be given together with an InitImage.");
         if (o.InitImage is { } img && (img.Width < 8 || img.Height < 8))
             throw new ArgumentException($"The init image is {img.Width}x{img.Height}; it must be at least 8x8 pixels.");
@@ -293,21 +328,47 @@ public sealed class StableDiffusionPipeline : IPipeline
         }
     }
 
-    /// <summary>Releases the components, unless the pipeline was composed with <c>leaveComponentsOpen</c>.</summary>
+    private static string NoStepsLeftMessage(int steps, double strength)
+    {
+        string fix = $"raise Strength to at least {1.0 / steps:G3} (1 / Steps)";
+        if (strength > 0)
+        {
+            long minSteps = (long)Math.Ceiling(1 / strength);
+            while ((int)(minSteps * strength) < 1) minSteps++;
+            fix += $" or Steps to at least {minSteps} (1 / Strength)";
+        }
+        return $"Image-to-image with Strength {strength:G6} and Steps {steps} leaves no denoising step (it runs int(Steps x Strength) = 0 steps " +
+            $"and would only re-encode the init image): {fix}.";
+    }
+
+    /// <summary>True once disposal has begun (for tests that dispose from another thread at a chosen moment).</summary>
+    internal bool IsDisposeRequested => _runs.IsClosed;
+
+    /// <summary>
+    /// Releases the components (unless the pipeline was composed with <c>leaveComponentsOpen</c>). Generations still running are stopped at their next check (between UNet and VAE blocks)
+    /// and end with <see cref="ObjectDisposedException"/>; this call waits for them, so that no weight is freed under a
+    /// running step. Called from inside a generation (a step callback or progress handler), it returns at once and the
+    /// components are released when that generation ends. Later calls to generate throw <see cref="ObjectDisposedException"/>.
+    /// </summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
+        var released = _runs.Close();
+        if (_runs.EnteredOnThisThread) return;
+        released.GetAwaiter().GetResult();
+    }
+
+    /// <summary>As <see cref="Dispose"/>, waiting asynchronously for running generations to stop.</summary>
+    public ValueTask DisposeAsync()
+    {
+        var released = _runs.Close();
+        return _runs.EnteredOnThisThread ? ValueTask.CompletedTask : new ValueTask(released);
+    }
+
+    private void ReleaseComponents()
+    {
         if (!_ownsComponents) return;
         TextEncoder.Dispose();
         UNet.Dispose();
         Vae.Dispose();
-    }
-
-    /// <summary>Releases the components, unless the pipeline was composed with <c>leaveComponentsOpen</c>.</summary>
-    public ValueTask DisposeAsync()
-    {
-        Dispose();
-        return ValueTask.CompletedTask;
     }
 }

@@ -211,21 +211,38 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Forward(sample, timestep, encoderHiddenStates, null);
 
     /// <summary>
-    /// One forward pass without autograd; as <see cref="IUNet.Forward"/>, plus <paramref name="timestepCond"/>
+    /// One forward pass without autograd; as <see cref="IUNet.Forward(Tensor, Tensor, Tensor)"/>, plus <paramref name="timestepCond"/>
     /// <c>[batch, time_cond_proj_dim]</c> for models with a <c>time_cond_proj_dim</c> (distilled models' guidance embedding).
     /// Inputs in another dtype or on another device are converted to the model's.
     /// </summary>
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond)
+        => Forward(sample, timestep, encoderHiddenStates, timestepCond, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor, Tensor?)"/>, checking <paramref name="cancellationToken"/> before
+    /// every block (encoder stages, middle block, decoder stages), so that a cancellation stops the pass within one
+    /// block even at a large size.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the pass allocated are released.</exception>
+    public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CancellationToken cancellationToken)
     {
         using var noGrad = no_grad();
-        return Run(sample, timestep, encoderHiddenStates, timestepCond);
+        return Run(sample, timestep, encoderHiddenStates, timestepCond, cancellationToken);
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null);
+    Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CancellationToken cancellationToken)
+        => Forward(sample, timestep, encoderHiddenStates, null, cancellationToken);
 
-    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond)
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null, CancellationToken.None);
+
+    /// <summary>Told the name of each block (<c>down_blocks.0</c>, <c>mid_block</c>, <c>up_blocks.1</c>) as it finishes; for tests.</summary>
+    internal Action<string>? BlockFinished { get; set; }
+
+    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         ArgumentNullException.ThrowIfNull(sample);
         ArgumentNullException.ThrowIfNull(timestep);
         ArgumentNullException.ThrowIfNull(encoderHiddenStates);
@@ -258,18 +275,26 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
         var hidden = _convIn.forward(sample);
         var skips = new List<Tensor> { hidden };
-        foreach (var block in _downBlocks)
+        for (int i = 0; i < _downBlocks.Length; i++)
         {
-            var (output, blockSkips) = block.forward(hidden, emb, encoderHiddenStates);
+            cancellationToken.ThrowIfCancellationRequested();
+            var (output, blockSkips) = _downBlocks[i].forward(hidden, emb, encoderHiddenStates);
             skips.AddRange(blockSkips);
             hidden = output;
+            BlockFinished?.Invoke($"down_blocks.{i}");
         }
 
-        if (_midBlock is not null) hidden = _midBlock.forward(hidden, emb, encoderHiddenStates);
+        if (_midBlock is not null)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            hidden = _midBlock.forward(hidden, emb, encoderHiddenStates);
+            BlockFinished?.Invoke("mid_block");
+        }
 
         long[]? upsampleSize = null;
         for (int i = 0; i < _upBlocks.Length; i++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var block = _upBlocks[i];
             int take = block.SkipCount;
             var consumed = skips.GetRange(skips.Count - take, take);
@@ -278,7 +303,9 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             hidden = block.forward(hidden, consumed, emb, encoderHiddenStates, upsampleSize);
             // Release the encoder activations as soon as the decoder has used them, to lower the peak memory.
             foreach (var s in consumed) s.Dispose();
+            BlockFinished?.Invoke($"up_blocks.{i}");
         }
+        cancellationToken.ThrowIfCancellationRequested();
 
         var output2 = _convOut.forward(_convAct(_convNormOut.forward(hidden)));
         return output2.MoveToOuterDisposeScope();

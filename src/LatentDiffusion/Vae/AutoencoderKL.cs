@@ -120,14 +120,21 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     /// another device or dtype are converted to the model's. Honours <see cref="UseSlicing"/> and <see cref="UseTiling"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The images are not <c>[batch, in_channels, H, W]</c>.</exception>
-    public DiagonalGaussian Encode(Tensor images)
+    public DiagonalGaussian Encode(Tensor images) => Encode(images, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Encode(Tensor)"/>, checking <paramref name="cancellationToken"/> before every encoder block, slice and tile.
+    /// </summary>
+    /// <exception cref="ArgumentException">The images are not <c>[batch, in_channels, H, W]</c>.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the call allocated are released.</exception>
+    public DiagonalGaussian Encode(Tensor images, CancellationToken cancellationToken)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var x = Prepare(images, Config.InChannels, "images", nameof(images));
         var moments = UseSlicing && x.shape[0] > 1
-            ? cat(x.split(1, 0).Select(EncodeMoments).ToArray(), 0)
-            : EncodeMoments(x);
+            ? cat(x.split(1, 0).Select(slice => EncodeMoments(slice, cancellationToken)).ToArray(), 0)
+            : EncodeMoments(x, cancellationToken);
         return PosteriorOutOfScope(moments);
     }
 
@@ -137,16 +144,27 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     /// dtype are converted to the model's. Honours <see cref="UseSlicing"/> and <see cref="UseTiling"/>.
     /// </summary>
     /// <exception cref="ArgumentException">The latents are not <c>[batch, latent_channels, h, w]</c>.</exception>
-    public Tensor Decode(Tensor latents)
+    public Tensor Decode(Tensor latents) => Decode(latents, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Decode(Tensor)"/>, checking <paramref name="cancellationToken"/> before every decoder block, slice and
+    /// tile, so that a cancellation stops a large decode within one block.
+    /// </summary>
+    /// <exception cref="ArgumentException">The latents are not <c>[batch, latent_channels, h, w]</c>.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the call allocated are released.</exception>
+    public Tensor Decode(Tensor latents, CancellationToken cancellationToken)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var z = Prepare(latents, Config.LatentChannels, "latents", nameof(latents));
         var images = UseSlicing && z.shape[0] > 1
-            ? cat(z.split(1, 0).Select(DecodeOne).ToArray(), 0)
-            : DecodeOne(z);
+            ? cat(z.split(1, 0).Select(slice => DecodeOne(slice, cancellationToken)).ToArray(), 0)
+            : DecodeOne(z, cancellationToken);
         return images.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The decoder, for tests that watch its blocks.</summary>
+    internal Decoder DecoderModule => decoder;
 
     /// <summary>
     /// Decodes in overlapping tiles whatever the size, as the reference's <c>tiled_decode</c>: latent tiles of
@@ -164,7 +182,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         var z = Prepare(latents, Config.LatentChannels, "latents", nameof(latents));
         int tileLatent = tileLatentSize ?? TileLatentMinSize;
         int tileSample = tileLatentSize is int t ? t * ScaleFactor : TileSampleMinSize;
-        return TiledDecode(z, tileLatent, tileSample, overlapFactor ?? TileOverlapFactor).MoveToOuterDisposeScope();
+        return TiledDecode(z, tileLatent, tileSample, overlapFactor ?? TileOverlapFactor, CancellationToken.None).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -182,14 +200,14 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         var x = Prepare(images, Config.InChannels, "images", nameof(images));
         int tileSample = tileSampleSize ?? TileSampleMinSize;
         int tileLatent = tileSampleSize is int t ? t / ScaleFactor : TileLatentMinSize;
-        var posterior = new DiagonalGaussian(TiledEncode(x, tileSample, tileLatent, overlapFactor ?? TileOverlapFactor));
+        var posterior = new DiagonalGaussian(TiledEncode(x, tileSample, tileLatent, overlapFactor ?? TileOverlapFactor, CancellationToken.None));
         posterior.Mean.MoveToOuterDisposeScope();
         posterior.Std.MoveToOuterDisposeScope();
         return posterior;
     }
 
     /// <summary>
-    /// <see cref="Encode"/> for training: keeps the autograd graph (no <c>no_grad</c>), no slicing or tiling. Inputs are
+    /// <see cref="Encode(Tensor)"/> for training: keeps the autograd graph (no <c>no_grad</c>), no slicing or tiling. Inputs are
     /// converted to the model's device and dtype.
     /// </summary>
     internal DiagonalGaussian EncodeForTraining(Tensor images)
@@ -201,7 +219,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         return PosteriorOutOfScope(h);
     }
 
-    /// <summary><see cref="Decode"/> for training: keeps the autograd graph, no slicing or tiling.</summary>
+    /// <summary><see cref="Decode(Tensor)"/> for training: keeps the autograd graph, no slicing or tiling.</summary>
     internal Tensor DecodeForTraining(Tensor latents)
     {
         using var scope = NewDisposeScope();
@@ -226,40 +244,40 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         return posterior;
     }
 
-    private Tensor EncodeMoments(Tensor x)
+    private Tensor EncodeMoments(Tensor x, CancellationToken cancellationToken)
     {
         if (UseTiling && (x.shape[3] > TileSampleMinSize || x.shape[2] > TileSampleMinSize))
-            return TiledEncode(x, TileSampleMinSize, TileLatentMinSize, TileOverlapFactor);
+            return TiledEncode(x, TileSampleMinSize, TileLatentMinSize, TileOverlapFactor, cancellationToken);
         using var scope = NewDisposeScope();
-        var h = encoder.forward(x);
+        var h = encoder.Forward(x, cancellationToken);
         if (quant_conv is not null) h = quant_conv.forward(h);
         return h.MoveToOuterDisposeScope();
     }
 
-    private Tensor DecodeOne(Tensor z)
+    private Tensor DecodeOne(Tensor z, CancellationToken cancellationToken)
     {
         if (UseTiling && (z.shape[3] > TileLatentMinSize || z.shape[2] > TileLatentMinSize))
-            return TiledDecode(z, TileLatentMinSize, TileSampleMinSize, TileOverlapFactor);
+            return TiledDecode(z, TileLatentMinSize, TileSampleMinSize, TileOverlapFactor, cancellationToken);
         using var scope = NewDisposeScope();
         var h = post_quant_conv is null ? z : post_quant_conv.forward(z);
-        return decoder.forward(h).MoveToOuterDisposeScope();
+        return decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
     }
 
-    private Tensor TiledEncode(Tensor x, int tileSample, int tileLatent, double overlapFactor)
+    private Tensor TiledEncode(Tensor x, int tileSample, int tileLatent, double overlapFactor, CancellationToken cancellationToken)
         => VaeTiling.Apply(x, tileSample, tileLatent, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
-            var h = encoder.forward(tile);
+            var h = encoder.Forward(tile, cancellationToken);
             if (quant_conv is not null) h = quant_conv.forward(h);
             return h.MoveToOuterDisposeScope();
         });
 
-    private Tensor TiledDecode(Tensor z, int tileLatent, int tileSample, double overlapFactor)
+    private Tensor TiledDecode(Tensor z, int tileLatent, int tileSample, double overlapFactor, CancellationToken cancellationToken)
         => VaeTiling.Apply(z, tileLatent, tileSample, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
             var h = post_quant_conv is null ? tile : post_quant_conv.forward(tile);
-            return decoder.forward(h).MoveToOuterDisposeScope();
+            return decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
         });
 
     private Tensor Prepare(Tensor x, int channels, string what, string parameter)

@@ -44,10 +44,29 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => Forward(input, CancellationToken.None);
+
+    /// <summary>Told the name of each block (<c>mid_block</c>, <c>up_blocks.0</c>, ...) as it finishes; for tests.</summary>
+    internal Action<string>? BlockFinished { get; set; }
+
+    /// <summary>
+    /// <see cref="forward"/>, checking <paramref name="cancellationToken"/> before every block. Intermediates are released
+    /// as they are consumed; on cancellation the one in flight belongs to the caller's dispose scope.
+    /// </summary>
+    internal Tensor Forward(Tensor input, CancellationToken cancellationToken)
     {
-        var x = conv_in.forward(input).Then(mid_block.forward, input);
-        foreach (var block in up_blocks) x = x.Then(block.forward, input);
+        cancellationToken.ThrowIfCancellationRequested();
+        var x = conv_in.forward(input);
+        cancellationToken.ThrowIfCancellationRequested();
+        x = x.Then(mid_block.forward, input);
+        BlockFinished?.Invoke("mid_block");
+        for (int i = 0; i < up_blocks.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            x = x.Then(up_blocks[i].forward, input);
+            BlockFinished?.Invoke($"up_blocks.{i}");
+        }
+        cancellationToken.ThrowIfCancellationRequested();
         return x.Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
     }
 }

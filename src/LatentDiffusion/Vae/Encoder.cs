@@ -47,10 +47,24 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => Forward(input, CancellationToken.None);
+
+    /// <summary>
+    /// <see cref="forward"/>, checking <paramref name="cancellationToken"/> before every block. Intermediates are released
+    /// as they are consumed; on cancellation the one in flight belongs to the caller's dispose scope.
+    /// </summary>
+    internal Tensor Forward(Tensor input, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var x = conv_in.forward(input);
-        foreach (var block in down_blocks) x = x.Then(block.forward, input);
-        return x.Then(mid_block.forward, input).Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
+        foreach (var block in down_blocks)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            x = x.Then(block.forward, input);
+        }
+        cancellationToken.ThrowIfCancellationRequested();
+        x = x.Then(mid_block.forward, input);
+        cancellationToken.ThrowIfCancellationRequested();
+        return x.Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
     }
 }

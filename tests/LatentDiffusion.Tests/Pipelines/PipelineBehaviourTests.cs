@@ -172,11 +172,27 @@ public class PipelineBehaviourTests
     public void RejectsANullPrompt()
         => Assert.That(() => Sd15.Generate(null!, Quick), Throws.InstanceOf<ArgumentNullException>());
 
-    [Test]
-    public void ImageToImageWithStrengthZeroReturnsTheEncodedImage()
+    // As the reference, image-to-image runs int(steps x strength) steps, and none is an error, not the init image re-encoded.
+    [TestCase(0.0, 2)]
+    [TestCase(0.3, 3)]
+    [TestCase(0.09, 10)]
+    public void ImageToImageThatLeavesNoStepIsRefusedNamingStrengthAndSteps(double strength, int steps)
     {
         using var image = new Image<Rgb24>(64, 64, new Rgb24(200, 30, 30));
-        using var result = Sd15.Generate("a cat", Quick with { InitImage = image, Strength = 0 });
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => Sd15.Generate("a cat", Quick with { InitImage = image, Strength = strength, Steps = steps }));
+        Assert.That(error!.ParamName, Is.EqualTo("Strength"));
+        Assert.That(error.Message, Does.Contain("leaves no denoising step").And.Contain("raise Strength to at least").And.Contain($"Steps {steps}"));
+        Assert.That(async () => await Sd15.GenerateAsync("a cat", Quick with { InitImage = image, Strength = strength, Steps = steps }),
+            Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
+    [Test]
+    public void ImageToImageWithOneStepLeftRunsIt()
+    {
+        using var image = new Image<Rgb24>(64, 64, new Rgb24(200, 30, 30));
+        var progress = new Recorder<DiffusionProgress>();
+        using var result = Sd15.Generate("a cat", Quick with { InitImage = image, Strength = 0.1, Steps = 10, Scheduler = "ddim" }, progress);
+        Assert.That(progress.Items.Select(p => p.Step), Is.EqualTo(new[] { 1 }));
         Assert.That(result.Images[0].Width, Is.EqualTo(64));
     }
 
