@@ -41,4 +41,14 @@ public interface IUNet : IDisposable
         cancellationToken.ThrowIfCancellationRequested();
         return Forward(sample, timestep, encoderHiddenStates);
     }
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor, CancellationToken)"/>, with the generation's
+    /// <paramref name="crossAttentionCache"/>: a UNet may keep the projections of <paramref name="encoderHiddenStates"/>
+    /// there across the steps of one generation (the context is the same tensor at every step). This default ignores the
+    /// cache.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; nothing the pass allocated is left alive.</exception>
+    Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
+        => Forward(sample, timestep, encoderHiddenStates, cancellationToken);
 }

@@ -112,9 +112,21 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = NewDisposeScope();
         if (_groupNorm is not null) return ForwardSpatial(hidden).MoveToOuterDisposeScope();
-        var (key, value) = context is not null && CrossAttentionCache.Current is { } cache
-            ? cache.GetOrAdd(this, context, ProjectKeyValue)
-            : ProjectKeyValue(context ?? hidden);
+        var (key, value) = ProjectKeyValue(context ?? hidden);
+        return Attend(hidden, key, value).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Attends from <paramref name="hidden"/> <c>[b, n, queryDim]</c> to the context's states (itself when
+    /// <paramref name="context"/> is null), taking the keys and values from the context's cache when it has one.
+    /// </summary>
+    public Tensor Forward(Tensor hidden, CrossAttentionContext? context)
+    {
+        if (context is null) return forward(hidden, null);
+        using var scope = NewDisposeScope();
+        var (key, value) = context.Cache is { } cache
+            ? cache.GetOrAdd(this, context.States, ProjectKeyValue)
+            : ProjectKeyValue(context.States);
         return Attend(hidden, key, value).MoveToOuterDisposeScope();
     }
 

@@ -167,7 +167,7 @@ public sealed class StableDiffusionPipeline : IPipeline
         // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
         // keys and values are projected once for the whole generation.
         var deviceTimesteps = tensor(timesteps.Select(v => (float)v).ToArray(), ScalarType.Float32).to(device);
-        using var kvCache = CrossAttentionCache.Begin();
+        using var kvCache = new CrossAttentionCache();
         for (int i = 0; i < timesteps.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -176,7 +176,7 @@ public sealed class StableDiffusionPipeline : IPipeline
             {
                 var modelInput = guidance ? cat([latents, latents], 0) : latents;
                 var scaled = run.ScaleModelInput(modelInput, t);
-                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context, cancellationToken);
+                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context, kvCache, cancellationToken);
                 finite.Record($"the UNet at step {i + 1} of {timesteps.Count}", noisePred);
                 if (guidance)
                 {

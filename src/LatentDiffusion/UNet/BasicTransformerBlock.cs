@@ -10,7 +10,7 @@ namespace LatentDiffusion.UNet;
 /// The pre-norm transformer block of the spatial transformer: self-attention, cross-attention to the text context,
 /// feed-forward, each after a LayerNorm and added to the residual stream.
 /// </summary>
-public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class BasicTransformerBlock : nn.Module<Tensor, CrossAttentionContext?, Tensor>
 {
     /// <summary>
     /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
@@ -62,12 +62,12 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
     }
 
     /// <summary><paramref name="hidden"/> <c>[b, n, dim]</c> attending to <paramref name="context"/> <c>[b, m, crossAttentionDim]</c>.</summary>
-    public override Tensor forward(Tensor hidden, Tensor? context)
+    public override Tensor forward(Tensor hidden, CrossAttentionContext? context)
     {
         // Each normalised input and each superseded residual is freed as soon as it is used (peak memory at batch 4+).
         Tensor h;
-        using (var n = _norm1.forward(hidden)) h = _attn1.forward(n, _onlyCrossAttention ? context : null).add_(hidden);
-        using (var n = _norm2.forward(h)) h = Eager.Replace(h, _attn2.forward(n, context).add_(h));
+        using (var n = _norm1.forward(hidden)) h = _attn1.Forward(n, _onlyCrossAttention ? context : null).add_(hidden);
+        using (var n = _norm2.forward(h)) h = Eager.Replace(h, _attn2.Forward(n, context).add_(h));
         using (var n = _norm3.forward(h)) h = Eager.Replace(h, _ff.forward(n).add_(h));
         return h;
     }

@@ -47,7 +47,7 @@ public sealed class CrossAttnDownBlock2D : UNetDownBlock
     public IReadOnlyList<Transformer2DModel> Attentions => _attentions;
 
     /// <inheritdoc/>
-    public override (Tensor Output, Tensor[] Skips) forward(Tensor hidden, Tensor temb, Tensor? context)
+    public override (Tensor Output, Tensor[] Skips) forward(Tensor hidden, Tensor temb, CrossAttentionContext? context)
     {
         using var scope = NewDisposeScope();
         var skips = new List<Tensor>(_resnets.Length + 1);

@@ -35,7 +35,7 @@ public sealed class DownBlock2D : UNetDownBlock
     }
 
     /// <inheritdoc/>
-    public override (Tensor Output, Tensor[] Skips) forward(Tensor hidden, Tensor temb, Tensor? context)
+    public override (Tensor Output, Tensor[] Skips) forward(Tensor hidden, Tensor temb, CrossAttentionContext? context)
     {
         using var scope = NewDisposeScope();
         var skips = new List<Tensor>(_resnets.Length + 1);

@@ -10,7 +10,7 @@ namespace LatentDiffusion.UNet;
 /// The spatial transformer: normalises a feature map, flattens its pixels into tokens, runs transformer blocks that
 /// cross-attend to the text, and adds the result back to the feature map.
 /// </summary>
-public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class Transformer2DModel : nn.Module<Tensor, CrossAttentionContext?, Tensor>
 {
     /// <summary>
     /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
@@ -67,7 +67,7 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
     }
 
     /// <summary><paramref name="input"/> <c>[b, c, h, w]</c> attending to <paramref name="context"/> → <c>[b, c, h, w]</c>.</summary>
-    public override Tensor forward(Tensor input, Tensor? context)
+    public override Tensor forward(Tensor input, CrossAttentionContext? context)
     {
         using var scope = NewDisposeScope();
         long b = input.shape[0], c = input.shape[1], height = input.shape[2], width = input.shape[3];

@@ -225,22 +225,36 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     /// </summary>
     /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the pass allocated are released.</exception>
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CancellationToken cancellationToken)
+        => Forward(sample, timestep, encoderHiddenStates, timestepCond, null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor, Tensor?, CancellationToken)"/>, taking the cross-attention keys and
+    /// values of <paramref name="encoderHiddenStates"/> from <paramref name="crossAttentionCache"/> (projected and added
+    /// on first use), so that a generation projects its text context once, not once per step. The cache is used only
+    /// when the context is already in the model's dtype and on its device (a converted copy is a new tensor each call).
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the pass allocated are released.</exception>
+    public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
     {
         using var noGrad = no_grad();
-        return Run(sample, timestep, encoderHiddenStates, timestepCond, cancellationToken);
+        return Run(sample, timestep, encoderHiddenStates, timestepCond, crossAttentionCache, cancellationToken);
     }
 
     /// <inheritdoc/>
     Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CancellationToken cancellationToken)
-        => Forward(sample, timestep, encoderHiddenStates, null, cancellationToken);
+        => Forward(sample, timestep, encoderHiddenStates, null, null, cancellationToken);
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null, CancellationToken.None);
+    Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
+        => Forward(sample, timestep, encoderHiddenStates, null, crossAttentionCache, cancellationToken);
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null, null, CancellationToken.None);
 
     /// <summary>Told the name of each block (<c>down_blocks.0</c>, <c>mid_block</c>, <c>up_blocks.1</c>) as it finishes; for tests.</summary>
     internal Action<string>? BlockFinished { get; set; }
 
-    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CancellationToken cancellationToken)
+    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CrossAttentionCache? cache, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         ArgumentNullException.ThrowIfNull(sample);
@@ -256,7 +270,13 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
         using var scope = NewDisposeScope();
         if (sample.dtype != DType || !Devices.Same(sample.device, Device)) sample = sample.to(DType, Device);
-        if (encoderHiddenStates.dtype != DType || !Devices.Same(encoderHiddenStates.device, Device)) encoderHiddenStates = encoderHiddenStates.to(DType, Device);
+        if (encoderHiddenStates.dtype != DType || !Devices.Same(encoderHiddenStates.device, Device))
+        {
+            encoderHiddenStates = encoderHiddenStates.to(DType, Device);
+            // A converted context is a new tensor every call: caching its projections would only pile them up.
+            cache = null;
+        }
+        var crossAttention = new CrossAttentionContext(encoderHiddenStates, cache);
         if (timestepCond is not null && (timestepCond.dtype != DType || !Devices.Same(timestepCond.device, Device))) timestepCond = timestepCond.to(DType, Device);
 
         // When a side is not a multiple of the total down-sampling factor, each up-sampler must reach the size of the
@@ -278,7 +298,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         for (int i = 0; i < _downBlocks.Length; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var (output, blockSkips) = _downBlocks[i].forward(hidden, emb, encoderHiddenStates);
+            var (output, blockSkips) = _downBlocks[i].forward(hidden, emb, crossAttention);
             skips.AddRange(blockSkips);
             hidden = output;
             BlockFinished?.Invoke($"down_blocks.{i}");
@@ -287,7 +307,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         if (_midBlock is not null)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            hidden = _midBlock.forward(hidden, emb, encoderHiddenStates);
+            hidden = _midBlock.forward(hidden, emb, crossAttention);
             BlockFinished?.Invoke("mid_block");
         }
 
@@ -300,7 +320,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             var consumed = skips.GetRange(skips.Count - take, take);
             skips.RemoveRange(skips.Count - take, take);
             if (i < _upBlocks.Length - 1 && forwardUpsampleSize) upsampleSize = [skips[^1].shape[2], skips[^1].shape[3]];
-            hidden = block.forward(hidden, consumed, emb, encoderHiddenStates, upsampleSize);
+            hidden = block.forward(hidden, consumed, emb, crossAttention, upsampleSize);
             // Release the encoder activations as soon as the decoder has used them, to lower the peak memory.
             foreach (var s in consumed) s.Dispose();
             BlockFinished?.Invoke($"up_blocks.{i}");

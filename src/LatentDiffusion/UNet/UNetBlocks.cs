@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -8,7 +9,7 @@ namespace LatentDiffusion.UNet;
 /// optional down-sampler. Returns the stage's output and the skip connections it hands to the decoder, in order
 /// (the last skip is the output itself).
 /// </summary>
-public abstract class UNetDownBlock : nn.Module<Tensor, Tensor, Tensor?, (Tensor Output, Tensor[] Skips)>
+public abstract class UNetDownBlock : nn.Module<Tensor, Tensor, CrossAttentionContext?, (Tensor Output, Tensor[] Skips)>
 {
     /// <summary>
     /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
@@ -24,7 +25,7 @@ public abstract class UNetDownBlock : nn.Module<Tensor, Tensor, Tensor?, (Tensor
 /// A decoder stage of the UNet: residual layers each taking one skip connection concatenated on the channels (with
 /// spatial transformers in the cross-attention variant) and an optional up-sampler.
 /// </summary>
-public abstract class UNetUpBlock : nn.Module<Tensor, IReadOnlyList<Tensor>, Tensor, Tensor?, long[]?, Tensor>
+public abstract class UNetUpBlock : nn.Module<Tensor, IReadOnlyList<Tensor>, Tensor, CrossAttentionContext?, long[]?, Tensor>
 {
     /// <summary>
     /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.UNet;
 
 /// <summary>The bottleneck: a residual layer, then (spatial transformer, residual layer) pairs, at the lowest resolution.</summary>
-public sealed class UNetMidBlock2DCrossAttn : nn.Module<Tensor, Tensor, Tensor?, Tensor>
+public sealed class UNetMidBlock2DCrossAttn : nn.Module<Tensor, Tensor, CrossAttentionContext?, Tensor>
 {
     /// <summary>
     /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
@@ -44,7 +44,7 @@ public sealed class UNetMidBlock2DCrossAttn : nn.Module<Tensor, Tensor, Tensor?,
     public IReadOnlyList<Transformer2DModel> Attentions => _attentions;
 
     /// <summary><paramref name="hidden"/> <c>[b, c, h, w]</c> → <c>[b, c, h, w]</c>.</summary>
-    public override Tensor forward(Tensor hidden, Tensor temb, Tensor? context)
+    public override Tensor forward(Tensor hidden, Tensor temb, CrossAttentionContext? context)
     {
         using var scope = NewDisposeScope();
         hidden = _resnets[0].forward(hidden, temb);

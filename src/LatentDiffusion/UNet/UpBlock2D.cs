@@ -41,7 +41,7 @@ public sealed class UpBlock2D : UNetUpBlock
     public override int SkipCount => _resnets.Length;
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor hidden, IReadOnlyList<Tensor> skips, Tensor temb, Tensor? context, long[]? upsampleSize)
+    public override Tensor forward(Tensor hidden, IReadOnlyList<Tensor> skips, Tensor temb, CrossAttentionContext? context, long[]? upsampleSize)
     {
         using var scope = NewDisposeScope();
         for (int i = 0; i < _resnets.Length; i++)
