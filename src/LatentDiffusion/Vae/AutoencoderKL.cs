@@ -14,16 +14,22 @@ namespace LatentDiffusion.Vae;
 /// </summary>
 public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
 {
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
     /// <summary>The weights file of a diffusers folder.</summary>
     public const string DefaultWeightsFile = "diffusion_pytorch_model.safetensors";
 
     /// <summary>The half-precision variant's weights file, used when <see cref="DefaultWeightsFile"/> is absent.</summary>
     public const string Fp16WeightsFile = "diffusion_pytorch_model.fp16.safetensors";
 
-    private readonly Encoder encoder;
-    private readonly Decoder decoder;
-    private readonly Conv2d? quant_conv;
-    private readonly Conv2d? post_quant_conv;
+    private readonly Encoder _encoder;
+    private readonly Decoder _decoder;
+    private readonly Conv2d? _quantConv;
+    private readonly Conv2d? _postQuantConv;
     private int _tileSampleMinSize;
     private int _tileLatentMinSize;
     private double _tileOverlapFactor = 0.25;
@@ -38,20 +44,20 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         Config = config;
         Device = device;
         DType = dtype;
-        encoder = new Encoder(config, device, dtype);
-        decoder = new Decoder(config, device, dtype);
-        register_module("encoder", encoder);
-        register_module("decoder", decoder);
+        _encoder = new Encoder(config, device, dtype);
+        _decoder = new Decoder(config, device, dtype);
+        register_module("encoder", _encoder);
+        register_module("decoder", _decoder);
         int latent = config.LatentChannels;
         if (config.UseQuantConv)
         {
-            quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1, device: device, dtype: dtype);
-            register_module("quant_conv", quant_conv);
+            _quantConv = nn.Conv2d(2 * latent, 2 * latent, 1, device: device, dtype: dtype);
+            register_module("quant_conv", _quantConv);
         }
         if (config.UsePostQuantConv)
         {
-            post_quant_conv = nn.Conv2d(latent, latent, 1, device: device, dtype: dtype);
-            register_module("post_quant_conv", post_quant_conv);
+            _postQuantConv = nn.Conv2d(latent, latent, 1, device: device, dtype: dtype);
+            register_module("post_quant_conv", _postQuantConv);
         }
         _tileSampleMinSize = config.SampleSize;
         _tileLatentMinSize = Math.Max(1, config.SampleSize / config.ScaleFactor);
@@ -164,7 +170,7 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     }
 
     /// <summary>The decoder, for tests that watch its blocks.</summary>
-    internal Decoder DecoderModule => decoder;
+    internal Decoder DecoderModule => _decoder;
 
     /// <summary>
     /// Decodes in overlapping tiles whatever the size, as the reference's <c>tiled_decode</c>: latent tiles of
@@ -214,8 +220,8 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     {
         using var scope = NewDisposeScope();
         var x = Prepare(images, Config.InChannels, "images", nameof(images));
-        var h = encoder.forward(x);
-        if (quant_conv is not null) h = quant_conv.forward(h);
+        var h = _encoder.forward(x);
+        if (_quantConv is not null) h = _quantConv.forward(h);
         return PosteriorOutOfScope(h);
     }
 
@@ -224,8 +230,8 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
     {
         using var scope = NewDisposeScope();
         var z = Prepare(latents, Config.LatentChannels, "latents", nameof(latents));
-        var h = post_quant_conv is null ? z : post_quant_conv.forward(z);
-        return decoder.forward(h).MoveToOuterDisposeScope();
+        var h = _postQuantConv is null ? z : _postQuantConv.forward(z);
+        return _decoder.forward(h).MoveToOuterDisposeScope();
     }
 
     /// <summary>The reference's <c>forward</c>: decode the posterior mean of the encoded images.</summary>
@@ -249,8 +255,8 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         if (UseTiling && (x.shape[3] > TileSampleMinSize || x.shape[2] > TileSampleMinSize))
             return TiledEncode(x, TileSampleMinSize, TileLatentMinSize, TileOverlapFactor, cancellationToken);
         using var scope = NewDisposeScope();
-        var h = encoder.Forward(x, cancellationToken);
-        if (quant_conv is not null) h = quant_conv.forward(h);
+        var h = _encoder.Forward(x, cancellationToken);
+        if (_quantConv is not null) h = _quantConv.forward(h);
         return h.MoveToOuterDisposeScope();
     }
 
@@ -259,16 +265,16 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         if (UseTiling && (z.shape[3] > TileLatentMinSize || z.shape[2] > TileLatentMinSize))
             return TiledDecode(z, TileLatentMinSize, TileSampleMinSize, TileOverlapFactor, cancellationToken);
         using var scope = NewDisposeScope();
-        var h = post_quant_conv is null ? z : post_quant_conv.forward(z);
-        return decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
+        var h = _postQuantConv is null ? z : _postQuantConv.forward(z);
+        return _decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
     }
 
     private Tensor TiledEncode(Tensor x, int tileSample, int tileLatent, double overlapFactor, CancellationToken cancellationToken)
         => VaeTiling.Apply(x, tileSample, tileLatent, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
-            var h = encoder.Forward(tile, cancellationToken);
-            if (quant_conv is not null) h = quant_conv.forward(h);
+            var h = _encoder.Forward(tile, cancellationToken);
+            if (_quantConv is not null) h = _quantConv.forward(h);
             return h.MoveToOuterDisposeScope();
         });
 
@@ -276,8 +282,8 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         => VaeTiling.Apply(z, tileLatent, tileSample, overlapFactor, tile =>
         {
             using var scope = NewDisposeScope();
-            var h = post_quant_conv is null ? tile : post_quant_conv.forward(tile);
-            return decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
+            var h = _postQuantConv is null ? tile : _postQuantConv.forward(tile);
+            return _decoder.Forward(h, cancellationToken).MoveToOuterDisposeScope();
         });
 
     private Tensor Prepare(Tensor x, int channels, string what, string parameter)

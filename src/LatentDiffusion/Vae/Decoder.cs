@@ -11,11 +11,17 @@ namespace LatentDiffusion.Vae;
 /// </summary>
 public sealed class Decoder : nn.Module<Tensor, Tensor>
 {
-    private readonly Conv2d conv_in;
-    private readonly UNetMidBlock2D mid_block;
-    private readonly ModuleList<UpDecoderBlock2D> up_blocks;
-    private readonly GroupNorm conv_norm_out;
-    private readonly Conv2d conv_out;
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
+    private readonly Conv2d _convIn;
+    private readonly UNetMidBlock2D _midBlock;
+    private readonly ModuleList<UpDecoderBlock2D> _upBlocks;
+    private readonly GroupNorm _convNormOut;
+    private readonly Conv2d _convOut;
 
     /// <summary>Builds the decoder described by <paramref name="config"/> on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
     public Decoder(AutoencoderKLConfig config, Device device, ScalarType dtype) : base(nameof(Decoder))
@@ -23,8 +29,8 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         var reversed = config.BlockOutChannels.Reverse().ToArray();
         int groups = config.NormNumGroups;
         double eps = Encoder.NormEps;
-        conv_in = nn.Conv2d(config.LatentChannels, reversed[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        mid_block = new UNetMidBlock2D(reversed[0], config.MidBlockAddAttention, groups, eps, device, dtype);
+        _convIn = nn.Conv2d(config.LatentChannels, reversed[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _midBlock = new UNetMidBlock2D(reversed[0], config.MidBlockAddAttention, groups, eps, device, dtype);
         var blocks = new UpDecoderBlock2D[reversed.Length];
         int output = reversed[0];
         for (int i = 0; i < reversed.Length; i++)
@@ -33,14 +39,14 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
             output = reversed[i];
             blocks[i] = new UpDecoderBlock2D(previous, output, config.LayersPerBlock + 1, addUpsample: i != reversed.Length - 1, groups, eps, device, dtype);
         }
-        up_blocks = nn.ModuleList(blocks);
-        conv_norm_out = GroupNormalization.Create(groups, reversed[^1], eps, device, dtype);
-        conv_out = nn.Conv2d(reversed[^1], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        register_module("conv_in", conv_in);
-        register_module("mid_block", mid_block);
-        register_module("up_blocks", up_blocks);
-        register_module("conv_norm_out", conv_norm_out);
-        register_module("conv_out", conv_out);
+        _upBlocks = nn.ModuleList(blocks);
+        _convNormOut = GroupNormalization.Create(groups, reversed[^1], eps, device, dtype);
+        _convOut = nn.Conv2d(reversed[^1], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        register_module("conv_in", _convIn);
+        register_module("mid_block", _midBlock);
+        register_module("up_blocks", _upBlocks);
+        register_module("conv_norm_out", _convNormOut);
+        register_module("conv_out", _convOut);
     }
 
     /// <inheritdoc/>
@@ -56,17 +62,17 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     internal Tensor Forward(Tensor input, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var x = conv_in.forward(input);
+        var x = _convIn.forward(input);
         cancellationToken.ThrowIfCancellationRequested();
-        x = x.Then(mid_block.forward, input);
+        x = x.Then(_midBlock.forward, input);
         BlockFinished?.Invoke("mid_block");
-        for (int i = 0; i < up_blocks.Count; i++)
+        for (int i = 0; i < _upBlocks.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            x = x.Then(up_blocks[i].forward, input);
+            x = x.Then(_upBlocks[i].forward, input);
             BlockFinished?.Invoke($"up_blocks.{i}");
         }
         cancellationToken.ThrowIfCancellationRequested();
-        return x.Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
+        return x.Then(_convNormOut.forward, input).Then(Eager.Silu, input).Then(_convOut.forward, input);
     }
 }

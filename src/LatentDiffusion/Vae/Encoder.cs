@@ -11,21 +11,27 @@ namespace LatentDiffusion.Vae;
 /// </summary>
 public sealed class Encoder : nn.Module<Tensor, Tensor>
 {
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
     // The reference hard-codes this epsilon for every norm of the autoencoder.
     internal const double NormEps = 1e-6;
 
-    private readonly Conv2d conv_in;
-    private readonly ModuleList<DownEncoderBlock2D> down_blocks;
-    private readonly UNetMidBlock2D mid_block;
-    private readonly GroupNorm conv_norm_out;
-    private readonly Conv2d conv_out;
+    private readonly Conv2d _convIn;
+    private readonly ModuleList<DownEncoderBlock2D> _downBlocks;
+    private readonly UNetMidBlock2D _midBlock;
+    private readonly GroupNorm _convNormOut;
+    private readonly Conv2d _convOut;
 
     /// <summary>Builds the encoder described by <paramref name="config"/> on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
     public Encoder(AutoencoderKLConfig config, Device device, ScalarType dtype) : base(nameof(Encoder))
     {
         var channels = config.BlockOutChannels;
         int groups = config.NormNumGroups;
-        conv_in = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _convIn = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
         var blocks = new DownEncoderBlock2D[channels.Count];
         int output = channels[0];
         for (int i = 0; i < channels.Count; i++)
@@ -34,16 +40,16 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
             output = channels[i];
             blocks[i] = new DownEncoderBlock2D(input, output, config.LayersPerBlock, addDownsample: i != channels.Count - 1, groups, NormEps, device, dtype);
         }
-        down_blocks = nn.ModuleList(blocks);
-        mid_block = new UNetMidBlock2D(channels[^1], config.MidBlockAddAttention, groups, NormEps, device, dtype);
-        conv_norm_out = GroupNormalization.Create(groups, channels[^1], NormEps, device, dtype);
+        _downBlocks = nn.ModuleList(blocks);
+        _midBlock = new UNetMidBlock2D(channels[^1], config.MidBlockAddAttention, groups, NormEps, device, dtype);
+        _convNormOut = GroupNormalization.Create(groups, channels[^1], NormEps, device, dtype);
         // Twice the latent channels: mean and log-variance of the diagonal Gaussian posterior.
-        conv_out = nn.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
-        register_module("conv_in", conv_in);
-        register_module("down_blocks", down_blocks);
-        register_module("mid_block", mid_block);
-        register_module("conv_norm_out", conv_norm_out);
-        register_module("conv_out", conv_out);
+        _convOut = nn.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        register_module("conv_in", _convIn);
+        register_module("down_blocks", _downBlocks);
+        register_module("mid_block", _midBlock);
+        register_module("conv_norm_out", _convNormOut);
+        register_module("conv_out", _convOut);
     }
 
     /// <inheritdoc/>
@@ -56,15 +62,15 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     internal Tensor Forward(Tensor input, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var x = conv_in.forward(input);
-        foreach (var block in down_blocks)
+        var x = _convIn.forward(input);
+        foreach (var block in _downBlocks)
         {
             cancellationToken.ThrowIfCancellationRequested();
             x = x.Then(block.forward, input);
         }
         cancellationToken.ThrowIfCancellationRequested();
-        x = x.Then(mid_block.forward, input);
+        x = x.Then(_midBlock.forward, input);
         cancellationToken.ThrowIfCancellationRequested();
-        return x.Then(conv_norm_out.forward, input).Then(Eager.Silu, input).Then(conv_out.forward, input);
+        return x.Then(_convNormOut.forward, input).Then(Eager.Silu, input).Then(_convOut.forward, input);
     }
 }
