@@ -44,6 +44,10 @@ internal static class ModelLoader
         logger.LogInformation("Loading diffusers pipeline {Folder} ({Class})", dir, index.ClassName);
         var tokenizer = ClipTokenizer.FromDirectory(index.ComponentDirectory("tokenizer"));
         var scheduler = SchedulerRegistry.FromConfig(JsonConfig.Load(index.ComponentFile("scheduler", "scheduler_config.json")));
+        // Every config is read and range-checked before any component is built.
+        ClipTextConfig.FromJson(JsonConfig.Load(index.ComponentFile("text_encoder", "config.json")));
+        UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
+        AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json"));
         ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
         try
@@ -66,16 +70,21 @@ internal static class ModelLoader
     {
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
+        ReportUnusedTensors(checkpoint, logger);
         var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
+        // Every config is read and range-checked before any component is built.
+        ClipTextConfig.FromJson(checkpoint.TextEncoderConfig);
+        var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
+        var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
             text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, $"text_encoder from '{file}'");
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(checkpoint.UNetConfig, checkpoint.UNetWeights, device, dtype, $"unet from '{file}'");
+            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, $"unet from '{file}'");
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(AutoencoderKLConfig.FromJson(checkpoint.VaeConfig), checkpoint.VaeWeights, device, vaeDtype, $"vae from '{file}'");
+            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, $"vae from '{file}'");
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -84,4 +93,26 @@ internal static class ModelLoader
             throw;
         }
     }
+
+    /// <summary>
+    /// Refuses tensors of a loaded component that have no place in it (another model variant) and warns about the other
+    /// tensors no component uses, beyond those single files commonly carry (<see cref="LdmCheckpoint.IsKnownExtra"/>).
+    /// </summary>
+    private static void ReportUnusedTensors(LdmCheckpoint checkpoint, ILogger logger)
+    {
+        var unsupported = checkpoint.UnsupportedKeys;
+        if (unsupported.Count > 0)
+            throw new InvalidDataException($"'{checkpoint.File.Path}' holds {unsupported.Count} tensor(s) of the UNet, VAE or text encoder that the model has no place for " +
+                $"(a variant this library does not implement?): {Sample(unsupported)}.");
+        var unexpected = checkpoint.UnexpectedKeys;
+        if (unexpected.Count > 0)
+            logger.LogWarning("{Count} tensor(s) in {File} belong to no component and are ignored: {Names}", unexpected.Count, checkpoint.File.Path, Sample(unexpected));
+    }
+
+    private static string Sample(IReadOnlyList<string> names)
+        => string.Join(", ", names.Take(5).Select(Printable)) + (names.Count > 5 ? $", ... ({names.Count - 5} more)" : "");
+
+    // A tensor name as a message may quote it: control characters replaced, long names cut.
+    private static string Printable(string name)
+        => "'" + string.Concat(name.Take(120).Select(c => char.IsControl(c) ? '?' : c)) + (name.Length > 120 ? "...'" : "'");
 }

@@ -85,16 +85,8 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         var cfg = ClipTextConfig.FromJson(config);
         string component = description ?? $"text encoder (config '{config.Source}')";
         var named = StripReferencePrefix(weights, component);
-        var model = new ClipTextModel(cfg, device, dtype);
-        try
-        {
-            WeightLoader.Load(model, named, component, ignoredExtras: [PositionIdsBuffer]);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        // Names and shapes are checked against the config before the model is allocated.
+        var model = WeightLoader.BuildChecked(d => new ClipTextModel(cfg, d, dtype), device, named, component, ignoredExtras: [PositionIdsBuffer]);
         model.eval();
         return model;
     }

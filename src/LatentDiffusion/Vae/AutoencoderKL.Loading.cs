@@ -42,16 +42,8 @@ public sealed partial class AutoencoderKL
         string component = "vae (AutoencoderKL)")
     {
         ArgumentNullException.ThrowIfNull(weights);
-        var model = new AutoencoderKL(config, device, dtype);
-        try
-        {
-            WeightLoader.Load(model, weights, component);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        // Names and shapes are checked against the config before the model is allocated.
+        var model = WeightLoader.BuildChecked(d => new AutoencoderKL(config, d, dtype), device, weights, component);
         model.eval();
         return model;
     }
