@@ -191,6 +191,14 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         return WeightLoader.BuildChecked(d => new UNet2DConditionModel(config, d, dtype), device, weights, component ?? "unet");
     }
 
+    /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
+    /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
+    internal static void CheckWeights(UNet2DConditionConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        using var skeleton = new UNet2DConditionModel(config, new Device(DeviceType.META), ScalarType.Float32);
+        WeightLoader.Check(skeleton, weights, component);
+    }
+
     /// <summary>Parses <paramref name="config"/> (a diffusers <c>unet/config.json</c>), then as <see cref="Load(UNet2DConditionConfig, IReadOnlyDictionary{string, TensorRef}, Device, ScalarType, string?)"/>.</summary>
     /// <exception cref="NotSupportedException">The config selects something this library does not implement.</exception>
     /// <exception cref="InvalidDataException">The config is malformed, or a weight does not fit it.</exception>

@@ -48,6 +48,14 @@ public sealed partial class AutoencoderKL
         return model;
     }
 
+    /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
+    /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
+    internal static void CheckWeights(AutoencoderKLConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        using var skeleton = new AutoencoderKL(config, new Device(TorchSharp.DeviceType.META), ScalarType.Float32);
+        WeightLoader.Check(skeleton, weights, component);
+    }
+
     /// <summary>
     /// The tensors of a diffusers VAE file by the names this model uses: legacy mid-block attention names
     /// (<c>query</c>, <c>key</c>, <c>value</c>, <c>proj_attn</c>) become <c>to_q</c>, <c>to_k</c>, <c>to_v</c>, <c>to_out.0</c>,

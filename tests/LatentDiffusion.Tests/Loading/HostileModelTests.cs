@@ -32,8 +32,13 @@ public class HostileModelTests
 
     private string Temp(string name) => Path.Combine(_temp, name);
 
-    private static StableDiffusionPipeline LoadPipeline(string path, ILoggerFactory? logging = null)
-        => ModelLoader.Load(path, new PipelineOptions { LoggerFactory = logging }, CancellationToken.None);
+    // A single file carries no tokenizer; a config folder holding only the fixture's tokenizer leaves every config inferred.
+    private StableDiffusionPipeline LoadPipeline(string path, ILoggerFactory? logging = null)
+    {
+        string config = Temp("config");
+        if (!Directory.Exists(config)) HostileFile.CopyFolder(Fixtures.PathOf("tiny-sd15", "tokenizer"), Path.Combine(config, "tokenizer"));
+        return ModelLoader.Load(path, new PipelineOptions { LoggerFactory = logging, ConfigDirectory = config }, CancellationToken.None);
+    }
 
     private static Dictionary<string, TensorRef> AllTensors(SafetensorsFile file)
         => file.Entries.Keys.ToDictionary(k => k, k => TensorRef.Direct(file, k), StringComparer.Ordinal);
@@ -88,7 +93,7 @@ public class HostileModelTests
         HostileFile.Copy(SingleFile, path, extras: F16("cond_stage_model.transformer.text_model.encoder.layers.100.layer_norm1.weight", 32));
         int built = WeightLoader.ModulesBuilt;
         var e = Assert.Throws<InvalidDataException>(() => LoadPipeline(path).Dispose())!;
-        Assert.That(e.Message, Does.Contain("missing").And.Contain("encoder.layers.99."));
+        Assert.That(e.Message, Does.Contain("tensor(s) missing").And.Contain("encoder.layers.10."));
         Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built), "refused before any module was built");
     }
 
@@ -182,6 +187,18 @@ public class HostileModelTests
     }
 
     [Test]
+    public void AFolderWithAnEmptyUNetConfigBuildsNoComponent()
+    {
+        string folder = Temp("model");
+        HostileFile.CopyFolder(Fixtures.PathOf("tiny-sd15"), folder);
+        File.WriteAllText(Path.Combine(folder, "unet", "config.json"), "{}");
+        int built = WeightLoader.ModulesBuilt;
+        var e = Assert.Throws<InvalidDataException>(() => ModelLoader.Load(folder, new PipelineOptions(), CancellationToken.None).Dispose())!;
+        Assert.That(e.Message, Does.Contain(Path.Combine(folder, "unet")).And.Contain("missing"));
+        Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built), "not even the text encoder, which is loaded first");
+    }
+
+    [Test]
     public void ALargeLayerCountWithinTheLimitsFailsBeforeBuilding()
     {
         using var file = SafetensorsFile.Open(Fixtures.PathOf("tiny-sd15", "unet", "diffusion_pytorch_model.safetensors"));
@@ -189,7 +206,7 @@ public class HostileModelTests
         json["layers_per_block"] = 100;
         int built = WeightLoader.ModulesBuilt;
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Parse(json.ToJsonString(), "unet/config.json"), AllTensors(file), CPU, ScalarType.Float32).Dispose())!;
-        Assert.That(e.Message, Does.Contain("missing").And.Contain("resnets.99."));
+        Assert.That(e.Message, Does.Contain("tensor(s) missing").And.Contain("down_blocks.0.attentions.10."));
         Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built));
     }
 
@@ -207,10 +224,13 @@ public class HostileModelTests
     public void IntegerWeightsAreAnErrorNamingTheTensor()
     {
         string path = Temp("int-weight.safetensors");
-        const string name = "model.diffusion_model.out.2.bias";
+        // The VAE is built last: the header check refuses the file before the text encoder or the UNet is built.
+        const string name = "first_stage_model.decoder.conv_out.bias";
         HostileFile.Copy(SingleFile, path, (header, _) => header[name]!["dtype"] = "I16");
+        int built = WeightLoader.ModulesBuilt;
         var e = Assert.Throws<InvalidDataException>(() => LoadPipeline(path).Dispose())!;
         Assert.That(e.Message, Does.Contain(name).And.Contain("I16").And.Contain("integer"));
+        Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built), "no component was built");
     }
 
     [Test]
@@ -272,14 +292,14 @@ public class HostileModelTests
     public void TensorsOutsideTheLoadedComponentsAreAWarningWithCountAndNames()
     {
         string path = Temp("lora-junk.safetensors");
-        var junk = Enumerable.Range(0, 1000).Select(i => F16($"junk.{i:D4}", 1)).ToArray();
+        var junk = Enumerable.Range(0, 1000).Select(i => F16($"zz.junk.{i:D4}", 1)).ToArray();
         HostileFile.Copy(SingleFile, path, extras: [F16("lora_unet_down_blocks_0_attentions_0_proj_in.alpha"), F16("model_ema.decay"), F16("alphas_cumprod", 1000), .. junk]);
         var log = new ListLogger();
         using var factory = LoggerFactory.Create(b => b.AddProvider(new ListLoggerProvider(log)));
         using (LoadPipeline(path, factory)) { }
         var warnings = log.Entries.Where(m => m.Level == LogLevel.Warning).Select(m => m.Message).ToList();
         Assert.That(warnings, Has.Count.EqualTo(1));
-        Assert.That(warnings[0], Does.Contain("1001 tensor(s)").And.Contain("junk.0000").And.Contain("lora_unet_down_blocks_0_attentions_0_proj_in.alpha"));
+        Assert.That(warnings[0], Does.Contain("1001 tensor(s)").And.Contain("zz.junk.0000").And.Contain("lora_unet_down_blocks_0_attentions_0_proj_in.alpha"));
         Assert.That(warnings[0], Does.Not.Contain("model_ema.decay").And.Not.Contain("alphas_cumprod"), "known extras of real single files are not worth a warning");
         Assert.That(warnings[0].Length, Is.LessThan(1000), "a few names, not all of them");
     }
