@@ -211,6 +211,24 @@ public class HostileModelTests
     }
 
     [Test]
+    public void TheLargestTextConfigWithinTheLimitsIsCheckedWithoutAllocatingItsTables()
+    {
+        // vocab_size 1,000,000 x hidden_size 8192 is a 32 GB token table in float32: checking it against tiny weights
+        // must not build it, not even on the CPU on the way to the meta device.
+        using var file = SafetensorsFile.Open(Fixtures.PathOf("tiny-sd15", "text_encoder", "model.safetensors"));
+        var json = JsonNode.Parse(TextJson)!.AsObject();
+        json["vocab_size"] = ModelLimits.MaxVocabulary;
+        json["hidden_size"] = ModelLimits.MaxChannels;
+        json["max_position_embeddings"] = ModelLimits.MaxPositions;
+        json["num_hidden_layers"] = 1;
+        json["intermediate_size"] = 1;
+        int built = WeightLoader.ModulesBuilt;
+        var e = Assert.Throws<InvalidDataException>(() => ClipTextModel.Load(AllTensors(file), JsonConfig.Parse(json.ToJsonString(), "text_encoder/config.json"), CPU, ScalarType.Float32).Dispose())!;
+        Assert.That(e.Message, Does.Contain("wrong shape").And.Contain("token_embedding.weight").And.Contain($"[{ModelLimits.MaxVocabulary}, {ModelLimits.MaxChannels}]"));
+        Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built));
+    }
+
+    [Test]
     public void AMatchingConfigStillBuildsAndLoads()
     {
         int built = WeightLoader.ModulesBuilt;
