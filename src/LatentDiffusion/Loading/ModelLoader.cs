@@ -49,10 +49,13 @@ internal static class ModelLoader
         string unetWeights = index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger);
         string vaeWeights = index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger);
         // Every config is read, range-checked and compared with its weights' header before any component is built.
+        var textConfig = JsonConfig.Load(index.ComponentFile("text_encoder", "config.json"));
+        var unetConfig = UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
         using (var file = SafetensorsFile.Open(textWeights))
-            ClipTextModel.CheckWeights(AllTensors(file), JsonConfig.Load(index.ComponentFile("text_encoder", "config.json")), $"text encoder from '{textDir}'");
+            ClipTextModel.CheckWeights(AllTensors(file), textConfig, $"text encoder from '{textDir}'");
         using (var file = SafetensorsFile.Open(unetWeights))
-            UNet2DConditionModel.CheckWeights(UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json")), AllTensors(file), $"unet from '{unetDir}'");
+            UNet2DConditionModel.CheckWeights(unetConfig, AllTensors(file), $"unet from '{unetDir}'");
+        CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
         using (var file = SafetensorsFile.Open(vaeWeights))
             AutoencoderKL.CheckWeights(AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), AutoencoderKL.WeightMap(file), $"vae (AutoencoderKL) from '{vaeDir}'");
         ct.ThrowIfCancellationRequested();
@@ -86,6 +89,7 @@ internal static class ModelLoader
         string textName = $"text_encoder from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
         ClipTextModel.CheckWeights(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName);
         UNet2DConditionModel.CheckWeights(unetConfig, checkpoint.UNetWeights, unetName);
+        CheckWidths(ClipTextConfig.FromJson(checkpoint.TextEncoderConfig), unetConfig, file);
         AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
         ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
@@ -118,6 +122,13 @@ internal static class ModelLoader
         var unexpected = checkpoint.UnexpectedKeys;
         if (unexpected.Count > 0)
             logger.LogWarning("{Count} tensor(s) in {File} belong to no component and are ignored: {Names}", unexpected.Count, checkpoint.File.Path, Sample(unexpected));
+    }
+
+    // The pipeline checks this too, but only once both models are built.
+    private static void CheckWidths(ClipTextConfig text, UNet2DConditionConfig unet, string model)
+    {
+        if (text.HiddenSize != unet.CrossAttentionDim[0])
+            throw new InvalidDataException($"'{model}': the text encoder's hidden_size ({text.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim[0]}).");
     }
 
     private static Dictionary<string, TensorRef> AllTensors(SafetensorsFile file)

@@ -199,6 +199,23 @@ public class HostileModelTests
     }
 
     [Test]
+    public void ATextWidthThatDoesNotMatchTheUNetIsRefusedBeforeBuilding()
+    {
+        // A text encoder whose weights fit its own config (hidden_size 64), in a folder whose UNet attends to width 32.
+        string folder = Temp("model");
+        HostileFile.CopyFolder(Fixtures.PathOf("tiny-sd15"), folder);
+        var json = JsonNode.Parse(TextJson)!.AsObject();
+        json["hidden_size"] = 64;
+        File.WriteAllText(Path.Combine(folder, "text_encoder", "config.json"), json.ToJsonString());
+        using (var skeleton = new ClipTextModel(ClipTextConfig.FromJson(JsonConfig.Parse(json.ToJsonString(), "text config")), new Device(TorchSharp.DeviceType.META), ScalarType.Float32))
+            W.Write(Path.Combine(folder, "text_encoder", "model.safetensors"), skeleton.named_parameters().Select(p => W.Zeros("text_model." + p.name, "F32", p.parameter.shape)));
+        int built = WeightLoader.ModulesBuilt;
+        var e = Assert.Throws<InvalidDataException>(() => ModelLoader.Load(folder, new PipelineOptions(), CancellationToken.None).Dispose())!;
+        Assert.That(e.Message, Does.Contain("hidden_size (64)").And.Contain("cross_attention_dim (32)"));
+        Assert.That(WeightLoader.ModulesBuilt, Is.EqualTo(built));
+    }
+
+    [Test]
     public void ALargeLayerCountWithinTheLimitsFailsBeforeBuilding()
     {
         using var file = SafetensorsFile.Open(Fixtures.PathOf("tiny-sd15", "unet", "diffusion_pytorch_model.safetensors"));
