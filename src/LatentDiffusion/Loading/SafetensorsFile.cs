@@ -26,7 +26,8 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// A validated, read-only view of a <c>.safetensors</c> file. The header is checked completely when the file is
 /// opened (lengths, dtypes, offsets in range, no overlaps, byte counts that match the shapes), so a corrupt or
 /// hostile file fails with an <see cref="InvalidDataException"/> naming the file and the tensor, before anything
-/// is allocated from its numbers; the header must be valid UTF-8 and name each tensor once. Tensors are then read one at a time, straight into their TorchSharp storage.
+/// is allocated from its numbers; the header must also be valid UTF-8 and name each tensor once. Tensors are then
+/// read one at a time, straight into their TorchSharp storage.
 /// </summary>
 public sealed class SafetensorsFile : IDisposable
 {
