@@ -35,6 +35,13 @@ public static class ModelLimits
     /// </summary>
     public const int MaxLayers = 128;
 
+    /// <summary>
+    /// Most residual and transformer blocks in one UNet or VAE, counted over all levels (each per-level value may be within
+    /// <see cref="MaxLayers"/> while their product is not): SD 1.x has 38 in its UNet, SDXL about 90, the SD VAE 24.
+    /// Checking a config against its weights builds a shape-only copy of the network, whose cost grows with this count.
+    /// </summary>
+    public const int MaxBlocks = 1024;
+
     /// <summary>Largest text-encoder <c>vocab_size</c>: CLIP has 49,408 tokens, the largest language-model vocabularies about 256,000.</summary>
     public const int MaxVocabulary = 1_000_000;
 

@@ -305,6 +305,16 @@ public sealed record UNet2DConditionConfig
         foreach (int d in CrossAttentionDim) ModelLimits.Check(source, "cross_attention_dim", d, 1, ModelLimits.MaxChannels);
         if (TimeEmbeddingDim is int timeDim) ModelLimits.Check(source, "time_embedding_dim", timeDim, 1, ModelLimits.MaxFeedForward);
         if (TimeCondProjDim is int condDim) ModelLimits.Check(source, "time_cond_proj_dim", condDim, 1, ModelLimits.MaxChannels);
+        long blocks = MidBlockType is null ? 0 : 2 + TransformerLayersPerBlock[n - 1];
+        for (int i = 0; i < n; i++)
+        {
+            long depth = DownBlockTypes[i] == "CrossAttnDownBlock2D" ? TransformerLayersPerBlock[i] : 0;
+            blocks += LayersPerBlock[i] * (1 + depth);
+            int mirrored = n - 1 - i;
+            long upDepth = UpBlockTypes[i] == "CrossAttnUpBlock2D" ? TransformerLayersPerBlock[mirrored] : 0;
+            blocks += (LayersPerBlock[mirrored] + 1L) * (1 + upDepth);
+        }
+        Need(blocks <= ModelLimits.MaxBlocks, $"'layers_per_block' and 'transformer_layers_per_block' describe {blocks:N0} residual and transformer blocks, more than the {ModelLimits.MaxBlocks:N0} accepted.");
         ModelLimits.PositiveFinite(source, "norm_eps", NormEps);
         Need(double.IsFinite(FreqShift), $"'freq_shift' = {FreqShift} must be a finite number.");
         Need(double.IsFinite(MidBlockScaleFactor) && MidBlockScaleFactor != 0, $"'mid_block_scale_factor' = {MidBlockScaleFactor} must be a finite non-zero number (the middle block's outputs are divided by it).");

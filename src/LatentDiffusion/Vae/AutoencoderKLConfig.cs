@@ -167,6 +167,10 @@ public sealed class AutoencoderKLConfig
         ModelLimits.Check(source, "layers_per_block", LayersPerBlock, 1, ModelLimits.MaxLayers);
         ModelLimits.Check(source, "norm_num_groups", NormNumGroups, 1, ModelLimits.MaxChannels);
         ModelLimits.Check(source, "sample_size", SampleSize, 1, ModelLimits.MaxImageSampleSize);
+        // Encoder: layers per level; decoder: one more per level; two mid blocks of two resnets.
+        long blocks = (long)BlockOutChannels.Count * (2L * LayersPerBlock + 1) + 4;
+        if (blocks > ModelLimits.MaxBlocks)
+            throw new InvalidDataException($"Config '{source}': 'layers_per_block' = {LayersPerBlock} at {BlockOutChannels.Count} levels describes {blocks:N0} residual blocks, more than the {ModelLimits.MaxBlocks:N0} accepted.");
         foreach (int c in BlockOutChannels)
         {
             Positive(source, "block_out_channels", c);

@@ -122,6 +122,7 @@ public class HostileModelTests
     [TestCase("{\"sample_size\": 2000000000}", "sample_size")]
     [TestCase("{\"time_embedding_dim\": 2000000000}", "time_embedding_dim")]
     [TestCase("{\"in_channels\": 100000}", "in_channels")]
+    [TestCase("{\"layers_per_block\": 128, \"transformer_layers_per_block\": 128}", "transformer_layers_per_block")]
     [TestCase("{\"norm_eps\": \"NaN\"}", "norm_eps")]
     [TestCase("{\"norm_eps\": -1e-5}", "norm_eps")]
     [TestCase("{\"mid_block_scale_factor\": 0}", "mid_block_scale_factor")]
@@ -131,6 +132,7 @@ public class HostileModelTests
     [TestCase("{\"norm_num_groups\": 0}", "norm_num_groups")]
     [TestCase("{\"block_out_channels\": [65536]}", "block_out_channels")]
     [TestCase("{\"layers_per_block\": 20000}", "layers_per_block")]
+    [TestCase("{\"layers_per_block\": 128, \"block_out_channels\": [32, 32, 32, 32, 32, 32], \"down_block_types\": [\"DownEncoderBlock2D\", \"DownEncoderBlock2D\", \"DownEncoderBlock2D\", \"DownEncoderBlock2D\", \"DownEncoderBlock2D\", \"DownEncoderBlock2D\"], \"up_block_types\": [\"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\"]}", "layers_per_block")]
     [TestCase("{\"latent_channels\": 100000}", "latent_channels")]
     [TestCase("{\"sample_size\": 2000000000}", "sample_size")]
     [TestCase("{\"scaling_factor\": 1e-45}", "scaling_factor")]
@@ -220,7 +222,7 @@ public class HostileModelTests
     {
         using var file = SafetensorsFile.Open(Fixtures.PathOf("tiny-sd15", "unet", "diffusion_pytorch_model.safetensors"));
         var json = JsonNode.Parse(File.ReadAllText(Fixtures.PathOf("tiny-sd15", "unet", "config.json")))!.AsObject();
-        json["layers_per_block"] = 100;
+        json["layers_per_block"] = 40;
         int built = WeightLoader.ModulesBuilt;
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Parse(json.ToJsonString(), "unet/config.json"), AllTensors(file), CPU, ScalarType.Float32).Dispose())!;
         Assert.That(e.Message, Does.Contain("tensor(s) missing").And.Contain("down_blocks.0.attentions.10."));
