@@ -44,15 +44,29 @@ internal static class ModelLoader
         logger.LogInformation("Loading diffusers pipeline {Folder} ({Class})", dir, index.ClassName);
         var tokenizer = ClipTokenizer.FromDirectory(index.ComponentDirectory("tokenizer"));
         var scheduler = SchedulerRegistry.FromConfig(JsonConfig.Load(index.ComponentFile("scheduler", "scheduler_config.json")));
+        string textDir = index.ComponentDirectory("text_encoder"), unetDir = index.ComponentDirectory("unet"), vaeDir = index.ComponentDirectory("vae");
+        string textWeights = index.WeightsFile("text_encoder", "model", options.Variant, logger);
+        string unetWeights = index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger);
+        string vaeWeights = index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger);
+        // Every config is read, range-checked and compared with its weights' header before any component is built.
+        var textConfig = JsonConfig.Load(index.ComponentFile("text_encoder", "config.json"));
+        var unetConfig = UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
+        using (var file = SafetensorsFile.Open(textWeights))
+            ClipTextModel.CheckWeights(AllTensors(file), textConfig, $"text encoder from '{textDir}'");
+        using (var file = SafetensorsFile.Open(unetWeights))
+            UNet2DConditionModel.CheckWeights(unetConfig, AllTensors(file), $"unet from '{unetDir}'");
+        CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
+        using (var file = SafetensorsFile.Open(vaeWeights))
+            AutoencoderKL.CheckWeights(AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), AutoencoderKL.WeightMap(file), $"vae (AutoencoderKL) from '{vaeDir}'");
         ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(index.ComponentDirectory("text_encoder"), device, dtype, index.WeightsFile("text_encoder", "model", options.Variant, logger));
+            text = ClipTextModel.Load(textDir, device, dtype, textWeights);
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(index.ComponentDirectory("unet"), device, dtype, index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger));
+            unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(index.ComponentDirectory("vae"), device, vaeDtype, index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger));
+            var vae = AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -66,16 +80,26 @@ internal static class ModelLoader
     {
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
+        ReportUnusedTensors(checkpoint, logger);
         var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
+        // Every config is read, range-checked and compared with the header before any component is built.
+        var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
+        var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
+        string textName = $"text_encoder from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
+        ClipTextModel.CheckWeights(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName);
+        UNet2DConditionModel.CheckWeights(unetConfig, checkpoint.UNetWeights, unetName);
+        CheckWidths(ClipTextConfig.FromJson(checkpoint.TextEncoderConfig), unetConfig, file);
+        AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
+        ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, $"text_encoder from '{file}'");
+            text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(checkpoint.UNetConfig, checkpoint.UNetWeights, device, dtype, $"unet from '{file}'");
+            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(AutoencoderKLConfig.FromJson(checkpoint.VaeConfig), checkpoint.VaeWeights, device, vaeDtype, $"vae from '{file}'");
+            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -84,4 +108,36 @@ internal static class ModelLoader
             throw;
         }
     }
+
+    /// <summary>
+    /// Refuses tensors of a loaded component that have no place in it (another model variant) and warns about the other
+    /// tensors no component uses, beyond those single files commonly carry (<see cref="LdmCheckpoint.IsKnownExtra"/>).
+    /// </summary>
+    private static void ReportUnusedTensors(LdmCheckpoint checkpoint, ILogger logger)
+    {
+        var unsupported = checkpoint.UnsupportedKeys;
+        if (unsupported.Count > 0)
+            throw new InvalidDataException($"'{checkpoint.File.Path}' holds {unsupported.Count} tensor(s) of the UNet, VAE or text encoder that the model has no place for " +
+                $"(a variant this library does not implement?): {Sample(unsupported)}.");
+        var unexpected = checkpoint.UnexpectedKeys;
+        if (unexpected.Count > 0)
+            logger.LogWarning("{Count} tensor(s) in {File} belong to no component and are ignored: {Names}", unexpected.Count, checkpoint.File.Path, Sample(unexpected));
+    }
+
+    // The pipeline checks this too, but only once both models are built.
+    private static void CheckWidths(ClipTextConfig text, UNet2DConditionConfig unet, string model)
+    {
+        if (text.HiddenSize != unet.CrossAttentionDim[0])
+            throw new InvalidDataException($"'{model}': the text encoder's hidden_size ({text.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim[0]}).");
+    }
+
+    private static Dictionary<string, TensorRef> AllTensors(SafetensorsFile file)
+        => file.Entries.Keys.ToDictionary(k => k, k => TensorRef.Direct(file, k), StringComparer.Ordinal);
+
+    private static string Sample(IReadOnlyList<string> names)
+        => string.Join(", ", names.Take(5).Select(Printable)) + (names.Count > 5 ? $", ... ({names.Count - 5} more)" : "");
+
+    // A tensor name as a message may quote it: control characters replaced, long names cut.
+    private static string Printable(string name)
+        => "'" + string.Concat(name.Take(120).Select(c => char.IsControl(c) ? '?' : c)) + (name.Length > 120 ? "...'" : "'");
 }

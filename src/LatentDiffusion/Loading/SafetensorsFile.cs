@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Text;
 using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -25,7 +26,8 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// A validated, read-only view of a <c>.safetensors</c> file. The header is checked completely when the file is
 /// opened (lengths, dtypes, offsets in range, no overlaps, byte counts that match the shapes), so a corrupt or
 /// hostile file fails with an <see cref="InvalidDataException"/> naming the file and the tensor, before anything
-/// is allocated from its numbers. Tensors are then read one at a time, straight into their TorchSharp storage.
+/// is allocated from its numbers; the header must also be valid UTF-8 and name each tensor once. Tensors are then
+/// read one at a time, straight into their TorchSharp storage.
 /// </summary>
 public sealed class SafetensorsFile : IDisposable
 {
@@ -84,6 +86,9 @@ public sealed class SafetensorsFile : IDisposable
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ParseHeader(string path, byte[] header, long dataLength)
     {
+        // The JSON reader checks structure only; a name with an invalid UTF-8 byte would fail later, while being read.
+        try { _ = StrictUtf8.GetCharCount(header); }
+        catch (DecoderFallbackException e) { throw Bad(path, $"the header is not valid UTF-8 (byte 0x{(e.BytesUnknown is { Length: > 0 } b ? b[0] : 0):X2} at header offset {e.Index}{NameAround(header, e.Index)})"); }
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw Bad(path, "the header is not valid JSON: " + e.Message); }
@@ -92,10 +97,15 @@ public sealed class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Bad(path, "the header is not a JSON object");
             var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+            bool sawMetadata = false;
             foreach (var prop in doc.RootElement.EnumerateObject())
             {
+                // JSON allows repeated names and the last one would win silently; a tensor listed twice is ambiguous.
+                if (entries.ContainsKey(prop.Name) || (prop.Name == "__metadata__" && sawMetadata))
+                    throw Bad(path, $"'{prop.Name}' is listed twice in the header");
                 if (prop.Name == "__metadata__")
                 {
+                    sawMetadata = true;
                     if (prop.Value.ValueKind == JsonValueKind.Object)
                         foreach (var m in prop.Value.EnumerateObject())
                             metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
@@ -152,6 +162,17 @@ public sealed class SafetensorsFile : IDisposable
     internal static ScalarType ToScalarType(string dtype) => DTypes[dtype].Type;
 
     internal static string ToDTypeString(ScalarType type) => DTypes.First(kv => kv.Value.Type == type).Key;
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    // The printable ASCII around an offset of the header, to help find the bad name.
+    private static string NameAround(byte[] header, int index)
+    {
+        int start = Math.Max(0, index - 40), end = Math.Min(header.Length, index + 40);
+        var text = new StringBuilder();
+        for (int i = start; i < end; i++) text.Append(header[i] is >= 0x20 and < 0x7F ? (char)header[i] : '?');
+        return $", near \"{text}\"";
+    }
 
     private static InvalidDataException Bad(string path, string what) => new($"Invalid safetensors file '{path}': {what}.");
 

@@ -6,6 +6,88 @@ namespace LatentDiffusion.Loading;
 /// <summary>Copies weights named as the reference names them into a module's parameters and buffers, checking names and shapes.</summary>
 public static class WeightLoader
 {
+    // How many modules BuildChecked has built for real since the thread started (tests assert that a refused file builds none).
+    [ThreadStatic] private static int t_modulesBuilt;
+
+    internal static int ModulesBuilt => t_modulesBuilt;
+
+    /// <summary>
+    /// Builds a module only after checking that <paramref name="weights"/> fit it exactly: the module is first built on
+    /// PyTorch's <c>meta</c> device (shapes without storage, so nothing is allocated from the config's numbers), its
+    /// parameter and buffer names and shapes are compared with the weights' (see <see cref="Check"/>), and only then is it
+    /// built on <paramref name="device"/> and loaded (see <see cref="Load"/>).
+    /// </summary>
+    /// <param name="build">Builds the module on the device it is given.</param>
+    /// <param name="device">Where the real module goes.</param>
+    /// <param name="weights">The tensors available, by the module's names.</param>
+    /// <param name="component">What is being loaded, for messages.</param>
+    /// <param name="ignoredExtras">Names in <paramref name="weights"/> that the module may lack without error.</param>
+    /// <param name="optionalBuffers">Module buffers that may be absent from <paramref name="weights"/>.</param>
+    /// <exception cref="InvalidDataException">The weights do not fit the module, or a tensor holds NaN or infinite values.</exception>
+    public static T BuildChecked<T>(Func<Device, T> build, Device device, IReadOnlyDictionary<string, TensorRef> weights, string component,
+        IEnumerable<string>? ignoredExtras = null, IEnumerable<string>? optionalBuffers = null) where T : nn.Module
+    {
+        ArgumentNullException.ThrowIfNull(build);
+        ArgumentNullException.ThrowIfNull(weights);
+        var ignored = ignoredExtras?.ToList();
+        var optional = optionalBuffers?.ToList();
+        using (var skeleton = build(new Device(DeviceType.META)))
+            Check(skeleton, weights, component, ignored, optional);
+        var model = build(device);
+        t_modulesBuilt++;
+        try
+        {
+            Load(model, weights, component, ignored, optional);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return model;
+    }
+
+    /// <summary>
+    /// Checks, without reading any tensor data, that <paramref name="weights"/> hold exactly the parameters and buffers of
+    /// <paramref name="module"/> (which may live on the <c>meta</c> device): every name present, none unexpected, every
+    /// shape equal, and floating-point data for floating-point parameters. All problems are reported together.
+    /// </summary>
+    /// <param name="module">The model, or its skeleton on the <c>meta</c> device.</param>
+    /// <param name="weights">The tensors available, by the module's names.</param>
+    /// <param name="component">What is being loaded, for messages.</param>
+    /// <param name="ignoredExtras">Names in <paramref name="weights"/> that the module may lack without error.</param>
+    /// <param name="optionalBuffers">Module buffers that may be absent from <paramref name="weights"/>.</param>
+    /// <exception cref="InvalidDataException">The message names the file and the missing, unexpected, mis-shaped or mistyped tensors (the first few of each).</exception>
+    public static void Check(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component,
+        IEnumerable<string>? ignoredExtras = null, IEnumerable<string>? optionalBuffers = null)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        ArgumentNullException.ThrowIfNull(weights);
+        var targets = Targets(module);
+        var optional = new HashSet<string>(optionalBuffers ?? [], StringComparer.Ordinal);
+        var ignored = new HashSet<string>(ignoredExtras ?? [], StringComparer.Ordinal);
+        var missing = targets.Keys.Where(k => !weights.ContainsKey(k) && !optional.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = weights.Keys.Where(k => !targets.ContainsKey(k) && !ignored.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var misShaped = new List<string>();
+        var mistyped = new List<string>();
+        foreach (var (name, target) in targets.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            if (!weights.TryGetValue(name, out var source)) continue;
+            if (!source.Shape.SequenceEqual(target.shape))
+                misShaped.Add($"{source} is [{string.Join(", ", source.Shape)}], expected '{name}' [{string.Join(", ", target.shape)}]");
+            if (IsFloat(target.dtype) && source.File.Entries.TryGetValue(source.Key, out var entry) && !IsFloat(entry.ScalarType))
+                mistyped.Add($"{source} is {entry.DType}");
+        }
+        if (missing.Count == 0 && unexpected.Count == 0 && misShaped.Count == 0 && mistyped.Count == 0) return;
+        var parts = new List<string>();
+        string where = weights.Values.Select(w => w.File.Path).Distinct().FirstOrDefault() ?? "(no file)";
+        if (missing.Count > 0) parts.Add($"{missing.Count} tensor(s) missing from '{where}': {Sample(missing)}");
+        if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected tensor(s) in '{where}' that the configured architecture has no place for: {Sample(unexpected)}");
+        if (misShaped.Count > 0) parts.Add($"{misShaped.Count} tensor(s) of the wrong shape: {Sample(misShaped)}");
+        if (mistyped.Count > 0) parts.Add($"{mistyped.Count} tensor(s) hold integer or boolean data where the model has floating-point weights: {Sample(mistyped)}");
+        throw new InvalidDataException($"Cannot load {component}: {string.Join("; ", parts)}. Does the config.json match the weights?");
+    }
+
     /// <summary>
     /// Loads every parameter and buffer of <paramref name="module"/> from <paramref name="weights"/> (keys are the module's own
     /// names), converting each tensor to the parameter's dtype and device as it is read, so the model is never held twice.
@@ -15,36 +97,36 @@ public static class WeightLoader
     /// <param name="component">What is being loaded, for messages (for example "unet from 'models/sd/unet'").</param>
     /// <param name="ignoredExtras">Names in <paramref name="weights"/> that the module may lack without error (for example <c>position_ids</c>).</param>
     /// <param name="optionalBuffers">Module buffers that may be absent from <paramref name="weights"/> (they keep their computed value).</param>
-    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, or of the wrong shape; the message names the file, the tensor, expected and actual.</exception>
+    /// <exception cref="InvalidDataException">A tensor is missing, unexpected, of the wrong shape, integer or boolean where the
+    /// model has floating-point weights (see <see cref="Check"/>), or holds NaN or infinite values (after conversion to the
+    /// model's dtype); the message names the file, the tensor, expected and actual.</exception>
     public static void Load(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component,
         IEnumerable<string>? ignoredExtras = null, IEnumerable<string>? optionalBuffers = null)
     {
-        var targets = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, p) in module.named_parameters()) targets[name] = p;
-        var optional = new HashSet<string>(optionalBuffers ?? [], StringComparer.Ordinal);
-        foreach (var (name, b) in module.named_buffers()) targets[name] = b;
-
-        var missing = targets.Keys.Where(k => !weights.ContainsKey(k) && !optional.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var ignored = new HashSet<string>(ignoredExtras ?? [], StringComparer.Ordinal);
-        var unexpected = weights.Keys.Where(k => !targets.ContainsKey(k) && !ignored.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        if (missing.Count > 0 || unexpected.Count > 0)
-        {
-            var parts = new List<string>();
-            string where = weights.Values.Select(w => w.File.Path).Distinct().FirstOrDefault() ?? "(no file)";
-            if (missing.Count > 0) parts.Add($"{missing.Count} tensor(s) missing from '{where}': {Sample(missing)}");
-            if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected tensor(s) in '{where}' that the configured architecture has no place for: {Sample(unexpected)}");
-            throw new InvalidDataException($"Cannot load {component}: {string.Join("; ", parts)}. Does the config.json match the weights?");
-        }
-
+        Check(module, weights, component, ignoredExtras, optionalBuffers);
         using var noGrad = no_grad();
-        foreach (var (name, target) in targets)
+        foreach (var (name, target) in Targets(module))
         {
             if (!weights.TryGetValue(name, out var source)) continue;
-            if (!source.Shape.SequenceEqual(target.shape))
-                throw new InvalidDataException($"Cannot load {component}: tensor {source} has shape [{string.Join(", ", source.Shape)}] but the configured model expects '{name}' to be [{string.Join(", ", target.shape)}].");
             using var value = source.Load(target.dtype, target.device);
+            if (value.is_floating_point())
+            {
+                using var finite = isfinite(value).all();
+                if (!finite.item<bool>())
+                    throw new InvalidDataException($"Cannot load {component}: tensor {source} holds NaN or infinite values{(value.dtype == source.File.Entries[source.Key].ScalarType ? "" : $" (after conversion to {value.dtype})")}; a model with such weights produces only NaN.");
+            }
             target.copy_(value);
         }
+    }
+
+    private static bool IsFloat(ScalarType type) => type is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;
+
+    private static Dictionary<string, Tensor> Targets(nn.Module module)
+    {
+        var targets = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (name, p) in module.named_parameters()) targets[name] = p;
+        foreach (var (name, b) in module.named_buffers()) targets[name] = b;
+        return targets;
     }
 
     private static string Sample(List<string> names) => string.Join(", ", names.Take(8)) + (names.Count > 8 ? $", ... ({names.Count - 8} more)" : "");

@@ -68,7 +68,10 @@ public sealed class StableDiffusionPipeline : IPipeline
 
     /// <summary>Loads a pipeline from a diffusers folder or a single-file <c>.safetensors</c> checkpoint (format detected).</summary>
     /// <exception cref="FileNotFoundException">The path or a needed component file does not exist.</exception>
-    /// <exception cref="InvalidDataException">A file is corrupt or does not fit its config.</exception>
+    /// <remarks>Every config is range-checked (<see cref="ModelLimits"/>) and compared with its weights' header before
+    /// any component is built; tensors of a single file that no component uses are logged as a warning.</remarks>
+    /// <exception cref="InvalidDataException">A file is corrupt, a config value is out of range, or the weights do not fit
+    /// their config (missing, unexpected, mis-shaped, integer or non-finite tensors).</exception>
     /// <exception cref="NotSupportedException">The model uses a feature this library does not implement.</exception>
     public static Task<StableDiffusionPipeline> LoadAsync(string path, PipelineOptions? options = null, CancellationToken cancellationToken = default)
         => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);

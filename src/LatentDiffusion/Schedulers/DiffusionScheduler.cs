@@ -22,7 +22,8 @@ public abstract class DiffusionScheduler : IScheduler
         ClassName = className;
         Config = SchedulerConfig.Build(className, defaults, config, overrides, adjust);
         NumTrainTimesteps = Config.Int("num_train_timesteps", 1000);
-        if (NumTrainTimesteps < 2) throw new InvalidDataException($"Config '{Config.Source}': 'num_train_timesteps' = {NumTrainTimesteps}, expected at least 2.");
+        if (NumTrainTimesteps < 2 || NumTrainTimesteps > ModelLimits.MaxTrainTimesteps)
+            throw new InvalidDataException($"Config '{Config.Source}': 'num_train_timesteps' = {NumTrainTimesteps}, expected 2 to {ModelLimits.MaxTrainTimesteps:N0} (Stable Diffusion: 1000).");
         Config.RequireOneOf("prediction_type", SupportedPredictionTypes);
         PredictionType = Config.String("prediction_type", "epsilon")!;
         AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(Config, NumTrainTimesteps, zeroSnrPatchesLast);

@@ -31,6 +31,9 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
     /// Reads the config. The sizes that fix the weights' shapes are required; <c>max_position_embeddings</c>,
     /// <c>layer_norm_eps</c> and <c>hidden_act</c> default as in the reference.
     /// </summary>
+    /// <remarks>Sizes must lie within <see cref="ModelLimits"/> (<see cref="ModelLimits.MaxVocabulary"/>, <see cref="ModelLimits.MaxChannels"/>,
+    /// <see cref="ModelLimits.MaxFeedForward"/>, <see cref="ModelLimits.MaxLayers"/>, <see cref="ModelLimits.MaxPositions"/>);
+    /// <c>layer_norm_eps</c> must be positive and finite.</remarks>
     /// <exception cref="InvalidDataException">A required key is missing, or a value is of the wrong type or out of range.</exception>
     /// <exception cref="NotSupportedException"><c>hidden_act</c> is not <c>quick_gelu</c> or <c>gelu</c>, or <c>model_type</c> is not a CLIP text model.</exception>
     public static ClipTextConfig FromJson(JsonConfig config)
@@ -39,18 +42,17 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
         config.RequireOneOf("model_type", "clip_text_model");
         config.RequireOneOf("hidden_act", "quick_gelu", "gelu");
         var result = new ClipTextConfig(
-            VocabSize: Required(config, "vocab_size"),
-            HiddenSize: Required(config, "hidden_size"),
-            IntermediateSize: Required(config, "intermediate_size"),
-            NumAttentionHeads: Required(config, "num_attention_heads"),
-            NumHiddenLayers: Required(config, "num_hidden_layers"),
-            MaxPositionEmbeddings: Positive(config, "max_position_embeddings", config.Int("max_position_embeddings", 77)),
+            VocabSize: Required(config, "vocab_size", ModelLimits.MaxVocabulary),
+            HiddenSize: Required(config, "hidden_size", ModelLimits.MaxChannels),
+            IntermediateSize: Required(config, "intermediate_size", ModelLimits.MaxFeedForward),
+            NumAttentionHeads: Required(config, "num_attention_heads", ModelLimits.MaxChannels),
+            NumHiddenLayers: Required(config, "num_hidden_layers", ModelLimits.MaxLayers),
+            MaxPositionEmbeddings: ModelLimits.Check(config.Source, "max_position_embeddings", Positive(config, "max_position_embeddings", config.Int("max_position_embeddings", 77)), 1, ModelLimits.MaxPositions),
             LayerNormEps: config.Double("layer_norm_eps", 1e-5),
             HiddenAct: config.String("hidden_act", "quick_gelu") == "gelu" ? ClipActivation.Gelu : ClipActivation.QuickGelu);
         if (result.HiddenSize % result.NumAttentionHeads != 0)
             throw new InvalidDataException($"Config '{config.Source}': hidden_size {result.HiddenSize} is not divisible by num_attention_heads {result.NumAttentionHeads}.");
-        if (!(result.LayerNormEps > 0))
-            throw new InvalidDataException($"Config '{config.Source}': layer_norm_eps = {result.LayerNormEps} must be positive.");
+        ModelLimits.PositiveFinite(config.Source, "layer_norm_eps", result.LayerNormEps);
         return result;
     }
 
@@ -86,10 +88,10 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
             ["vocab_size"] = VocabSize,
         };
 
-    private static int Required(JsonConfig config, string key)
+    private static int Required(JsonConfig config, string key, int max)
     {
         if (!config.Has(key)) throw new InvalidDataException($"Config '{config.Source}': required key '{key}' is missing (a CLIP text encoder config needs it).");
-        return Positive(config, key, config.Int(key, 0));
+        return ModelLimits.Check(config.Source, key, Positive(config, key, config.Int(key, 0)), 1, max);
     }
 
     private static int Positive(JsonConfig config, string key, int value)

@@ -85,18 +85,19 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         var cfg = ClipTextConfig.FromJson(config);
         string component = description ?? $"text encoder (config '{config.Source}')";
         var named = StripReferencePrefix(weights, component);
-        var model = new ClipTextModel(cfg, device, dtype);
-        try
-        {
-            WeightLoader.Load(model, named, component, ignoredExtras: [PositionIdsBuffer]);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        // Names and shapes are checked against the config before the model is allocated.
+        var model = WeightLoader.BuildChecked(d => new ClipTextModel(cfg, d, dtype), device, named, component, ignoredExtras: [PositionIdsBuffer]);
         model.eval();
         return model;
+    }
+
+    /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
+    /// <exception cref="InvalidDataException">The config is invalid, or a weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
+    internal static void CheckWeights(IReadOnlyDictionary<string, TensorRef> weights, JsonConfig config, string component)
+    {
+        var cfg = ClipTextConfig.FromJson(config);
+        using var skeleton = new ClipTextModel(cfg, new Device(DeviceType.META), ScalarType.Float32);
+        WeightLoader.Check(skeleton, StripReferencePrefix(weights, component), component, ignoredExtras: [PositionIdsBuffer]);
     }
 
     private static Dictionary<string, TensorRef> StripReferencePrefix(IReadOnlyDictionary<string, TensorRef> weights, string component)

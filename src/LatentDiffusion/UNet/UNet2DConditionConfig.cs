@@ -275,7 +275,8 @@ public sealed record UNet2DConditionConfig
 
     /// <summary>Checks that the per-block lists agree with each other and the sizes are usable.</summary>
     /// <param name="source">Where the config came from, for messages.</param>
-    /// <exception cref="InvalidDataException">The configuration is inconsistent.</exception>
+    /// <remarks>Every size-like value must lie within <see cref="ModelLimits"/>; <c>norm_eps</c> must be positive and finite.</remarks>
+    /// <exception cref="InvalidDataException">The configuration is inconsistent, or a value is out of its range.</exception>
     /// <exception cref="NotSupportedException">A block type or activation is not implemented.</exception>
     public void Validate(string source = "(in code)")
     {
@@ -290,9 +291,35 @@ public sealed record UNet2DConditionConfig
         foreach (var (name, count) in new[] { ("only_cross_attention", OnlyCrossAttention.Count), ("layers_per_block", LayersPerBlock.Count),
                      ("cross_attention_dim", CrossAttentionDim.Count), ("transformer_layers_per_block", TransformerLayersPerBlock.Count), ("attention_head_dim", AttentionHeads.Count) })
             Need(count == n, $"'{name}' has {count} entries but 'down_block_types' has {n}.");
-        Need(InChannels > 0 && OutChannels > 0, "'in_channels' and 'out_channels' must be positive.");
-        Need(BlockOutChannels.All(ch => ch > 0 && ch % NormNumGroups == 0), $"every 'block_out_channels' entry must be a positive multiple of 'norm_num_groups' ({NormNumGroups}).");
-        Need(LayersPerBlock.All(l => l > 0) && TransformerLayersPerBlock.All(l => l > 0), "layer counts must be positive.");
+        // Sizes first (ModelLimits), so nothing below divides by zero or overflows.
+        ModelLimits.Check(source, "down_block_types (number of levels)", n, 1, ModelLimits.MaxLevels);
+        ModelLimits.Check(source, "in_channels", InChannels, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "out_channels", OutChannels, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "norm_num_groups", NormNumGroups, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "sample_size", SampleSize, 1, ModelLimits.MaxLatentSampleSize);
+        ModelLimits.Check(source, "conv_in_kernel", ConvInKernel, 1, ModelLimits.MaxKernel);
+        ModelLimits.Check(source, "conv_out_kernel", ConvOutKernel, 1, ModelLimits.MaxKernel);
+        ModelLimits.Check(source, "downsample_padding", DownsamplePadding, 0, ModelLimits.MaxKernel);
+        foreach (int ch in BlockOutChannels) ModelLimits.Check(source, "block_out_channels", ch, 1, ModelLimits.MaxChannels);
+        foreach (int l in LayersPerBlock) ModelLimits.Check(source, "layers_per_block", l, 1, ModelLimits.MaxLayers);
+        foreach (int l in TransformerLayersPerBlock) ModelLimits.Check(source, "transformer_layers_per_block", l, 1, ModelLimits.MaxLayers);
+        foreach (int d in CrossAttentionDim) ModelLimits.Check(source, "cross_attention_dim", d, 1, ModelLimits.MaxChannels);
+        if (TimeEmbeddingDim is int timeDim) ModelLimits.Check(source, "time_embedding_dim", timeDim, 1, ModelLimits.MaxFeedForward);
+        if (TimeCondProjDim is int condDim) ModelLimits.Check(source, "time_cond_proj_dim", condDim, 1, ModelLimits.MaxChannels);
+        long blocks = MidBlockType is null ? 0 : 2 + TransformerLayersPerBlock[n - 1];
+        for (int i = 0; i < n; i++)
+        {
+            long depth = DownBlockTypes[i] == "CrossAttnDownBlock2D" ? TransformerLayersPerBlock[i] : 0;
+            blocks += LayersPerBlock[i] * (1 + depth);
+            int mirrored = n - 1 - i;
+            long upDepth = UpBlockTypes[i] == "CrossAttnUpBlock2D" ? TransformerLayersPerBlock[mirrored] : 0;
+            blocks += (LayersPerBlock[mirrored] + 1L) * (1 + upDepth);
+        }
+        Need(blocks <= ModelLimits.MaxBlocks, $"'layers_per_block' and 'transformer_layers_per_block' describe {blocks:N0} residual and transformer blocks, more than the {ModelLimits.MaxBlocks:N0} accepted.");
+        ModelLimits.PositiveFinite(source, "norm_eps", NormEps);
+        Need(double.IsFinite(FreqShift), $"'freq_shift' = {FreqShift} must be a finite number.");
+        Need(double.IsFinite(MidBlockScaleFactor) && MidBlockScaleFactor != 0, $"'mid_block_scale_factor' = {MidBlockScaleFactor} must be a finite non-zero number (the middle block's outputs are divided by it).");
+        Need(BlockOutChannels.All(ch => ch % NormNumGroups == 0), $"every 'block_out_channels' entry must be a positive multiple of 'norm_num_groups' ({NormNumGroups}).");
         Need(AttentionHeads.All(h => h > 0), "'attention_head_dim' entries must be positive.");
         for (int i = 0; i < n; i++)
             Need(BlockOutChannels[i] >= AttentionHeads[i], $"block {i} has {BlockOutChannels[i]} channels, fewer than its {AttentionHeads[i]} attention heads.");

@@ -188,17 +188,16 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     public static UNet2DConditionModel Load(UNet2DConditionConfig config, IReadOnlyDictionary<string, TensorRef> weights, Device device, ScalarType dtype, string? component = null)
     {
         ArgumentNullException.ThrowIfNull(weights);
-        var model = new UNet2DConditionModel(config, device, dtype);
-        try
-        {
-            WeightLoader.Load(model, weights, component ?? "unet");
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-        return model;
+        // Names and shapes are checked against the config before the model is allocated.
+        return WeightLoader.BuildChecked(d => new UNet2DConditionModel(config, d, dtype), device, weights, component ?? "unet");
+    }
+
+    /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
+    /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
+    internal static void CheckWeights(UNet2DConditionConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        using var skeleton = new UNet2DConditionModel(config, new Device(DeviceType.META), ScalarType.Float32);
+        WeightLoader.Check(skeleton, weights, component);
     }
 
     /// <summary>Parses <paramref name="config"/> (a diffusers <c>unet/config.json</c>), then as <see cref="Load(UNet2DConditionConfig, IReadOnlyDictionary{string, TensorRef}, Device, ScalarType, string?)"/>.</summary>

@@ -42,18 +42,18 @@ public sealed partial class AutoencoderKL
         string component = "vae (AutoencoderKL)")
     {
         ArgumentNullException.ThrowIfNull(weights);
-        var model = new AutoencoderKL(config, device, dtype);
-        try
-        {
-            WeightLoader.Load(model, weights, component);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        // Names and shapes are checked against the config before the model is allocated.
+        var model = WeightLoader.BuildChecked(d => new AutoencoderKL(config, d, dtype), device, weights, component);
         model.eval();
         return model;
+    }
+
+    /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
+    /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
+    internal static void CheckWeights(AutoencoderKLConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        using var skeleton = new AutoencoderKL(config, new Device(TorchSharp.DeviceType.META), ScalarType.Float32);
+        WeightLoader.Check(skeleton, weights, component);
     }
 
     /// <summary>

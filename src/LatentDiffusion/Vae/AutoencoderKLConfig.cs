@@ -141,7 +141,8 @@ public sealed class AutoencoderKLConfig
     /// <summary>Checks that the numbers describe a buildable model.</summary>
     /// <param name="source">Where the config came from, for messages.</param>
     /// <exception cref="NotSupportedException">A block type or activation the library does not implement.</exception>
-    /// <exception cref="InvalidDataException">Inconsistent sizes.</exception>
+    /// <remarks>Sizes must lie within <see cref="ModelLimits"/>, <c>scaling_factor</c> within [<see cref="ModelLimits.MinScalingFactor"/>, <see cref="ModelLimits.MaxScalingFactor"/>].</remarks>
+    /// <exception cref="InvalidDataException">Inconsistent sizes, or a value out of its range.</exception>
     public void Validate(string source)
     {
         if (ActFn != "silu") throw new NotSupportedException($"Config '{source}': 'act_fn' = \"{ActFn}\" is not supported (supported: silu).");
@@ -159,14 +160,26 @@ public sealed class AutoencoderKLConfig
         Positive(source, "layers_per_block", LayersPerBlock);
         Positive(source, "norm_num_groups", NormNumGroups);
         Positive(source, "sample_size", SampleSize);
+        ModelLimits.Check(source, "block_out_channels (number of levels)", BlockOutChannels.Count, 1, ModelLimits.MaxLevels);
+        ModelLimits.Check(source, "in_channels", InChannels, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "out_channels", OutChannels, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "latent_channels", LatentChannels, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "layers_per_block", LayersPerBlock, 1, ModelLimits.MaxLayers);
+        ModelLimits.Check(source, "norm_num_groups", NormNumGroups, 1, ModelLimits.MaxChannels);
+        ModelLimits.Check(source, "sample_size", SampleSize, 1, ModelLimits.MaxImageSampleSize);
+        // Encoder: layers per level; decoder: one more per level; two mid blocks of two resnets.
+        long blocks = (long)BlockOutChannels.Count * (2L * LayersPerBlock + 1) + 4;
+        if (blocks > ModelLimits.MaxBlocks)
+            throw new InvalidDataException($"Config '{source}': 'layers_per_block' = {LayersPerBlock} at {BlockOutChannels.Count} levels describes {blocks:N0} residual blocks, more than the {ModelLimits.MaxBlocks:N0} accepted.");
         foreach (int c in BlockOutChannels)
         {
             Positive(source, "block_out_channels", c);
+            ModelLimits.Check(source, "block_out_channels", c, 1, ModelLimits.MaxChannels);
             if (c % NormNumGroups != 0)
                 throw new InvalidDataException($"Config '{source}': 'block_out_channels' value {c} is not divisible by 'norm_num_groups' = {NormNumGroups}.");
         }
-        if (!(ScalingFactor > 0) || double.IsInfinity(ScalingFactor))
-            throw new InvalidDataException($"Config '{source}': 'scaling_factor' = {ScalingFactor} must be a positive finite number.");
+        if (!(ScalingFactor >= ModelLimits.MinScalingFactor && ScalingFactor <= ModelLimits.MaxScalingFactor))
+            throw new InvalidDataException($"Config '{source}': 'scaling_factor' = {ScalingFactor.ToString(System.Globalization.CultureInfo.InvariantCulture)} is out of range (accepted: {ModelLimits.MinScalingFactor} to {ModelLimits.MaxScalingFactor}; Stable Diffusion VAEs use 0.13 to 1.5).");
     }
 
     private static void Positive(string source, string key, int value)

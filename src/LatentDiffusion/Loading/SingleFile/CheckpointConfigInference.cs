@@ -54,30 +54,32 @@ public static partial class CheckpointConfigInference
     /// <exception cref="InvalidDataException">A tensor the inference needs is missing, or the levels are irregular.</exception>
     public static JsonConfig InferUNet(IReadOnlyDictionary<string, TensorRef> unet, bool stableDiffusion2, string source)
     {
-        int levels = Count(unet.Keys, DownLevel());
+        int levels = Count(unet.Keys, DownLevel(), source);
         if (levels == 0) throw Missing(source, "UNet", "down_blocks.0.*");
+        CheckCount(source, "UNet", "down-block levels", levels, ModelLimits.MaxLevels);
         var resnetsPerLevel = Enumerable.Range(0, levels)
-            .Select(l => unet.Keys.Select(k => DownResnet().Match(k)).Where(m => m.Success && int.Parse(m.Groups[1].Value) == l)
-                .Select(m => int.Parse(m.Groups[2].Value)).DefaultIfEmpty(-1).Max() + 1).ToArray();
+            .Select(l => unet.Keys.Select(k => (Key: k, Match: DownResnet().Match(k))).Where(p => p.Match.Success && Index(p.Match, 1, p.Key, source) == l)
+                .Select(p => Index(p.Match, 2, p.Key, source)).DefaultIfEmpty(-1).Max() + 1).ToArray();
         if (resnetsPerLevel.Distinct().Count() != 1)
             throw new InvalidDataException($"Cannot infer the UNet config of '{source}': the levels have different numbers of resnet blocks ({string.Join(", ", resnetsPerLevel)}); pass a config folder.");
         int layersPerBlock = resnetsPerLevel[0];
-        var channels = Enumerable.Range(0, levels).Select(l => (int)Shape(unet, $"down_blocks.{l}.resnets.0.conv2.weight", source, "UNet")[0]).ToArray();
+        var channels = Enumerable.Range(0, levels).Select(l => Dim(unet, $"down_blocks.{l}.resnets.0.conv2.weight", 0, source, "UNet")).ToArray();
 
         var downTypes = Enumerable.Range(0, levels)
             .Select(l => unet.Keys.Any(k => k.StartsWith($"down_blocks.{l}.attentions.", StringComparison.Ordinal)) ? "CrossAttnDownBlock2D" : "DownBlock2D").ToArray();
-        int upLevels = Count(unet.Keys, UpLevel());
+        int upLevels = Count(unet.Keys, UpLevel(), source);
+        CheckCount(source, "UNet", "up-block levels", upLevels, ModelLimits.MaxLevels);
         var upTypes = Enumerable.Range(0, upLevels)
             .Select(l => unet.Keys.Any(k => k.StartsWith($"up_blocks.{l}.attentions.", StringComparison.Ordinal)) ? "CrossAttnUpBlock2D" : "UpBlock2D").ToArray();
         bool midAttention = unet.Keys.Any(k => k.StartsWith("mid_block.attentions.", StringComparison.Ordinal));
 
         string? toK = unet.Keys.Where(k => k.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal)).Order(StringComparer.Ordinal).FirstOrDefault();
         string? projIn = unet.Keys.Where(k => k.EndsWith(".proj_in.weight", StringComparison.Ordinal)).Order(StringComparer.Ordinal).FirstOrDefault();
-        int? crossAttentionDim = toK is null ? null : (int)unet[toK].Shape[1];
+        int? crossAttentionDim = toK is null ? null : Dim(unet, toK, 1, source, "UNet");
         bool linearProjection = projIn is not null && unet[projIn].Shape.Length == 2;
 
-        var depth = Enumerable.Range(0, levels).Select(l => unet.Keys.Select(k => TransformerBlock().Match(k))
-            .Where(m => m.Success && int.Parse(m.Groups[1].Value) == l).Select(m => int.Parse(m.Groups[2].Value)).DefaultIfEmpty(0).Max() + 1).ToArray();
+        var depth = Enumerable.Range(0, levels).Select(l => unet.Keys.Select(k => (Key: k, Match: TransformerBlock().Match(k)))
+            .Where(p => p.Match.Success && Index(p.Match, 1, p.Key, source) == l).Select(p => Index(p.Match, 2, p.Key, source)).DefaultIfEmpty(0).Max() + 1).ToArray();
 
         JsonNode heads = stableDiffusion2
             ? new JsonArray(channels.Select(c => (JsonNode)Math.Max(1, c / HeadWidth)).ToArray())
@@ -96,7 +98,7 @@ public static partial class CheckpointConfigInference
             ["dual_cross_attention"] = false,
             ["flip_sin_to_cos"] = true,
             ["freq_shift"] = 0,
-            ["in_channels"] = (int)Shape(unet, "conv_in.weight", source, "UNet")[1],
+            ["in_channels"] = Dim(unet, "conv_in.weight", 1, source, "UNet"),
             ["layers_per_block"] = layersPerBlock,
             ["mid_block_scale_factor"] = 1,
             ["mid_block_type"] = midAttention ? "UNetMidBlock2DCrossAttn" : "UNetMidBlock2D",
@@ -104,7 +106,7 @@ public static partial class CheckpointConfigInference
             ["norm_num_groups"] = 32,
             ["num_attention_heads"] = null,
             ["only_cross_attention"] = false,
-            ["out_channels"] = (int)Shape(unet, "conv_out.weight", source, "UNet")[0],
+            ["out_channels"] = Dim(unet, "conv_out.weight", 0, source, "UNet"),
             ["resnet_time_scale_shift"] = "default",
             ["sample_size"] = 64,
             ["time_embedding_type"] = "positional",
@@ -120,9 +122,10 @@ public static partial class CheckpointConfigInference
     /// <exception cref="InvalidDataException">A tensor the inference needs is missing.</exception>
     public static JsonConfig InferVae(IReadOnlyDictionary<string, TensorRef> vae, string source)
     {
-        int levels = Count(vae.Keys, VaeDownLevel());
+        int levels = Count(vae.Keys, VaeDownLevel(), source);
         if (levels == 0) throw Missing(source, "VAE", "encoder.down_blocks.0.*");
-        var channels = Enumerable.Range(0, levels).Select(l => (int)Shape(vae, $"encoder.down_blocks.{l}.resnets.0.conv2.weight", source, "VAE")[0]).ToArray();
+        CheckCount(source, "VAE", "encoder levels", levels, ModelLimits.MaxLevels);
+        var channels = Enumerable.Range(0, levels).Select(l => Dim(vae, $"encoder.down_blocks.{l}.resnets.0.conv2.weight", 0, source, "VAE")).ToArray();
         var config = new JsonObject
         {
             ["_class_name"] = "AutoencoderKL",
@@ -130,12 +133,12 @@ public static partial class CheckpointConfigInference
             ["block_out_channels"] = Ints(channels),
             ["down_block_types"] = Strings(Enumerable.Repeat("DownEncoderBlock2D", levels)),
             ["force_upcast"] = true,
-            ["in_channels"] = (int)Shape(vae, "encoder.conv_in.weight", source, "VAE")[1],
-            ["latent_channels"] = (int)Shape(vae, "decoder.conv_in.weight", source, "VAE")[1],
-            ["layers_per_block"] = Count(vae.Keys, VaeResnet()),
+            ["in_channels"] = Dim(vae, "encoder.conv_in.weight", 1, source, "VAE"),
+            ["latent_channels"] = Dim(vae, "decoder.conv_in.weight", 1, source, "VAE"),
+            ["layers_per_block"] = Count(vae.Keys, VaeResnet(), source),
             ["mid_block_add_attention"] = vae.ContainsKey("encoder.mid_block.attentions.0.to_q.weight"),
             ["norm_num_groups"] = 32,
-            ["out_channels"] = (int)Shape(vae, "decoder.conv_out.weight", source, "VAE")[0],
+            ["out_channels"] = Dim(vae, "decoder.conv_out.weight", 0, source, "VAE"),
             ["sample_size"] = 512,
             ["scaling_factor"] = VaeScalingFactor,
             ["up_block_types"] = Strings(Enumerable.Repeat("UpDecoderBlock2D", levels)),
@@ -152,8 +155,7 @@ public static partial class CheckpointConfigInference
     /// <exception cref="InvalidDataException">A tensor the inference needs is missing.</exception>
     public static JsonConfig InferTextEncoder(IReadOnlyDictionary<string, TensorRef> text, TextEncoderLayout layout, string source)
     {
-        var tokens = Shape(text, "embeddings.token_embedding.weight", source, "text encoder");
-        int hidden = (int)tokens[1];
+        int hidden = Dim(text, "embeddings.token_embedding.weight", 1, source, "text encoder");
         var config = new JsonObject
         {
             ["architectures"] = new JsonArray("CLIPTextModel"),
@@ -162,15 +164,15 @@ public static partial class CheckpointConfigInference
             ["eos_token_id"] = 2,
             ["hidden_act"] = layout == TextEncoderLayout.Clip ? "quick_gelu" : "gelu",
             ["hidden_size"] = hidden,
-            ["intermediate_size"] = (int)Shape(text, "encoder.layers.0.mlp.fc1.weight", source, "text encoder")[0],
+            ["intermediate_size"] = Dim(text, "encoder.layers.0.mlp.fc1.weight", 0, source, "text encoder"),
             ["layer_norm_eps"] = 1e-5,
-            ["max_position_embeddings"] = (int)Shape(text, "embeddings.position_embedding.weight", source, "text encoder")[0],
+            ["max_position_embeddings"] = Dim(text, "embeddings.position_embedding.weight", 0, source, "text encoder"),
             ["model_type"] = "clip_text_model",
             ["num_attention_heads"] = Math.Max(1, hidden / HeadWidth),
-            ["num_hidden_layers"] = Count(text.Keys, TextLayer()),
+            ["num_hidden_layers"] = Count(text.Keys, TextLayer(), source),
             ["pad_token_id"] = 1,
             ["projection_dim"] = layout == TextEncoderLayout.Clip ? 768 : 512,
-            ["vocab_size"] = (int)tokens[0],
+            ["vocab_size"] = Dim(text, "embeddings.token_embedding.weight", 0, source, "text encoder"),
         };
         return ToConfig(config, $"text encoder config inferred from '{source}'");
     }
@@ -212,11 +214,27 @@ public static partial class CheckpointConfigInference
         return new JsonConfig(doc.RootElement, source);
     }
 
-    private static int Count(IEnumerable<string> keys, Regex pattern)
-        => keys.Select(k => pattern.Match(k)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(-1).Max() + 1;
+    private static int Count(IEnumerable<string> keys, Regex pattern, string source)
+        => keys.Select(k => (Key: k, Match: pattern.Match(k))).Where(p => p.Match.Success).Select(p => Index(p.Match, 1, p.Key, source)).DefaultIfEmpty(-1).Max() + 1;
 
-    private static long[] Shape(IReadOnlyDictionary<string, TensorRef> weights, string name, string source, string component)
-        => weights.TryGetValue(name, out var w) ? w.Shape : throw Missing(source, component, name);
+    private static int Index(Match match, int group, string key, string source) => KeyIndex.Parse(match.Groups[group].Value, key, source);
+
+    private static void CheckCount(string source, string component, string what, int count, int max)
+    {
+        if (count > max)
+            throw new InvalidDataException($"Cannot infer the {component} config of '{source}': its tensors name {count} {what}, more than the {max} accepted.");
+    }
+
+    // One dimension of a tensor's shape, as the int a config holds (shapes with a zero dimension are free to declare).
+    private static int Dim(IReadOnlyDictionary<string, TensorRef> weights, string name, int axis, string source, string component)
+    {
+        if (!weights.TryGetValue(name, out var w)) throw Missing(source, component, name);
+        if (w.Shape.Length <= axis)
+            throw new InvalidDataException($"Cannot infer the {component} config of '{source}': tensor {w} has shape [{string.Join(", ", w.Shape)}], with no dimension {axis}.");
+        long value = w.Shape[axis];
+        return value is > 0 and <= int.MaxValue ? (int)value
+            : throw new InvalidDataException($"Cannot infer the {component} config of '{source}': tensor {w} has shape [{string.Join(", ", w.Shape)}]; dimension {axis} must be from 1 to {int.MaxValue}.");
+    }
 
     private static InvalidDataException Missing(string source, string component, string name)
         => new($"Cannot infer the {component} config of '{source}': it has no tensor that maps to '{name}'.");

@@ -48,8 +48,8 @@ public static partial class ClipKeyMap
         var pattern = layout == TextEncoderLayout.Clip
             ? new Regex(@"^cond_stage_model\.transformer\.(?:text_model\.)?encoder\.layers\.(\d+)\.")
             : new Regex(@"^cond_stage_model\.model\.transformer\.resblocks\.(\d+)\.");
-        return file.Entries.Keys.Select(k => pattern.Match(k)).Where(m => m.Success)
-            .Select(m => int.Parse(m.Groups[1].Value)).DefaultIfEmpty(-1).Max() + 1;
+        return file.Entries.Keys.Select(k => (Key: k, Match: pattern.Match(k))).Where(p => p.Match.Success)
+            .Select(p => KeyIndex.Parse(p.Match.Groups[1].Value, p.Key, file.Path)).DefaultIfEmpty(-1).Max() + 1;
     }
 
     /// <summary>
@@ -77,8 +77,15 @@ public static partial class ClipKeyMap
             // Checkpoints saved with very old transformers versions lack the text_model level.
             if (name.StartsWith("text_model.", StringComparison.Ordinal)) name = name["text_model.".Length..];
             if (name == "embeddings.position_ids") continue;
-            if (name.StartsWith("embeddings.", StringComparison.Ordinal) || name.StartsWith("encoder.layers.", StringComparison.Ordinal)
-                || name.StartsWith("final_layer_norm.", StringComparison.Ordinal))
+            if (name.StartsWith("encoder.layers.", StringComparison.Ordinal))
+            {
+                // The layer number becomes num_hidden_layers; refuse absurd ones here, where the original key is known.
+                string rest = name["encoder.layers.".Length..];
+                int dot = rest.IndexOf('.');
+                KeyIndex.Parse(dot < 0 ? rest : rest[..dot], key, file.Path);
+                map.Add(name, key);
+            }
+            else if (name.StartsWith("embeddings.", StringComparison.Ordinal) || name.StartsWith("final_layer_norm.", StringComparison.Ordinal))
                 map.Add(name, key);
         }
         return map.Weights;
@@ -99,7 +106,7 @@ public static partial class ClipKeyMap
             }
             var m = ResBlock().Match(name);
             if (!m.Success) continue;
-            int layer = int.Parse(m.Groups[1].Value);
+            int layer = KeyIndex.Parse(m.Groups[1].Value, key, file.Path);
             if (layer >= layers) continue;
             string prefix = $"encoder.layers.{layer}.", rest = m.Groups[2].Value;
             if (rest is "attn.in_proj_weight" or "attn.in_proj_bias")

@@ -57,6 +57,23 @@ public sealed class LdmCheckpoint : IDisposable
     /// <summary>The <see cref="UnclaimedKeys"/> that are not known extras (<see cref="IsKnownExtra"/>): worth a warning.</summary>
     public IReadOnlyList<string> UnexpectedKeys => UnclaimedKeys.Where(k => !IsKnownExtra(k) && !IsUnusedOpenClipBlock(k)).ToList();
 
+    /// <summary>
+    /// The <see cref="UnexpectedKeys"/> inside a component this library loads (<c>model.diffusion_model.*</c>, the VAE's
+    /// <c>first_stage_model.encoder.*</c>, <c>decoder.*</c>, <c>quant_conv.*</c>, <c>post_quant_conv.*</c>, and the text
+    /// encoder's transformer): tensors of a model variant it does not implement (for example a class-conditional UNet's
+    /// <c>label_emb</c>), which loading refuses rather than ignores. The other unexpected keys (LoRA weights, training
+    /// leftovers, names outside the known prefixes) do not change the model; loading reports them as a warning.
+    /// </summary>
+    public IReadOnlyList<string> UnsupportedKeys => UnexpectedKeys.Where(IsInLoadedComponent).ToList();
+
+    private static bool IsInLoadedComponent(string key)
+        => key.StartsWith(UNetKeyMap.Prefix, StringComparison.Ordinal)
+           || LoadedVaeParts.Any(p => key.StartsWith(VaeKeyMap.Prefix + p, StringComparison.Ordinal))
+           || key.StartsWith(ClipKeyMap.ClipPrefix, StringComparison.Ordinal)
+           || key.StartsWith(ClipKeyMap.OpenClipPrefix + "transformer.", StringComparison.Ordinal);
+
+    private static readonly string[] LoadedVaeParts = ["encoder.", "decoder.", "quant_conv.", "post_quant_conv."];
+
     /// <summary>The UNet's config (inferred, overridden by the config folder's <c>unet/config.json</c>).</summary>
     public JsonConfig UNetConfig { get; }
 

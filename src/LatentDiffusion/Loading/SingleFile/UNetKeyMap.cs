@@ -72,7 +72,7 @@ public static partial class UNetKeyMap
             var block = BlockKey().Match(name);
             if (!block.Success) continue;
             var target = block.Groups[1].Value == "input_blocks" ? input : output;
-            int index = int.Parse(block.Groups[2].Value), sub = int.Parse(block.Groups[3].Value);
+            int index = KeyIndex.Parse(block.Groups[2].Value, key, file.Path), sub = KeyIndex.Parse(block.Groups[3].Value, key, file.Path);
             if (!target.TryGetValue(index, out var subs)) target[index] = subs = [];
             if (!subs.TryGetValue(sub, out var list)) subs[sub] = list = [];
             list.Add((block.Groups[4].Value, key));

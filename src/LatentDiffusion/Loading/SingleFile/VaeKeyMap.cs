@@ -51,8 +51,8 @@ public static partial class VaeKeyMap
     {
         var map = new KeyMapBuilder(file, claimed);
         var keys = file.Entries.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList();
-        int upLevels = keys.Select(k => LevelResnet().Match(k[prefix.Length..]))
-            .Where(m => m.Success && m.Groups[1].Value == "decoder.up").Select(m => int.Parse(m.Groups[2].Value))
+        int upLevels = keys.Select(k => (Key: k, Match: LevelResnet().Match(k[prefix.Length..])))
+            .Where(p => p.Match.Success && p.Match.Groups[1].Value == "decoder.up").Select(p => KeyIndex.Parse(p.Match.Groups[2].Value, p.Key, file.Path))
             .DefaultIfEmpty(-1).Max() + 1;
 
         foreach (var key in keys)
@@ -65,15 +65,15 @@ public static partial class VaeKeyMap
             {
                 string rest = m.Groups[4].Value.StartsWith("nin_shortcut.", StringComparison.Ordinal)
                     ? "conv_shortcut." + m.Groups[4].Value["nin_shortcut.".Length..] : m.Groups[4].Value;
-                map.Add($"{Level(m.Groups[1].Value, int.Parse(m.Groups[2].Value), upLevels)}.resnets.{m.Groups[3].Value}.{rest}", key);
+                map.Add($"{Level(m.Groups[1].Value, KeyIndex.Parse(m.Groups[2].Value, key, file.Path), upLevels)}.resnets.{m.Groups[3].Value}.{rest}", key);
             }
             else if ((m = LevelSampler().Match(name)).Success)
             {
                 string sampler = m.Groups[3].Value == "downsample" ? "downsamplers" : "upsamplers";
-                map.Add($"{Level(m.Groups[1].Value, int.Parse(m.Groups[2].Value), upLevels)}.{sampler}.0.conv.{m.Groups[4].Value}", key);
+                map.Add($"{Level(m.Groups[1].Value, KeyIndex.Parse(m.Groups[2].Value, key, file.Path), upLevels)}.{sampler}.0.conv.{m.Groups[4].Value}", key);
             }
             else if ((m = MidResnet().Match(name)).Success)
-                map.Add($"{m.Groups[1].Value}.mid_block.resnets.{int.Parse(m.Groups[2].Value) - 1}.{m.Groups[3].Value}", key);
+                map.Add($"{m.Groups[1].Value}.mid_block.resnets.{(m.Groups[2].Value == "1" ? 0 : 1)}.{m.Groups[3].Value}", key);
             else if ((m = MidAttention().Match(name)).Success)
             {
                 string part = m.Groups[2].Value switch { "norm" => "group_norm", "q" => "to_q", "k" => "to_k", "v" => "to_v", _ => "to_out.0" };
