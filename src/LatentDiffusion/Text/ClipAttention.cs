@@ -7,21 +7,27 @@ namespace LatentDiffusion.Text;
 /// <summary>Multi-head self-attention of a CLIP text layer, causal: each token sees only itself and the tokens before it.</summary>
 internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear q_proj, k_proj, v_proj, out_proj;
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
+    private readonly Linear _qProj, _kProj, _vProj, _outProj;
     private readonly int _heads;
 
     public ClipAttention(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipAttention))
     {
         int d = config.HiddenSize;
         _heads = config.NumAttentionHeads;
-        q_proj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        k_proj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        v_proj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        out_proj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        register_module("q_proj", q_proj);
-        register_module("k_proj", k_proj);
-        register_module("v_proj", v_proj);
-        register_module("out_proj", out_proj);
+        _qProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _kProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _vProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _outProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        register_module("q_proj", _qProj);
+        register_module("k_proj", _kProj);
+        register_module("v_proj", _vProj);
+        register_module("out_proj", _outProj);
     }
 
     /// <param name="x"><c>[batch, positions, hidden]</c>.</param>
@@ -31,7 +37,7 @@ internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
         Tensor Heads(Tensor t) => t.view(b, n, _heads, d / _heads).transpose(1, 2);
         // The default scale 1/sqrt(head_dim) is CLIP's.
-        var o = nn.functional.scaled_dot_product_attention(Heads(q_proj.forward(x)), Heads(k_proj.forward(x)), Heads(v_proj.forward(x)), null, 0.0, true);
-        return out_proj.forward(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
+        var o = nn.functional.scaled_dot_product_attention(Heads(_qProj.forward(x)), Heads(_kProj.forward(x)), Heads(_vProj.forward(x)), null, 0.0, true);
+        return _outProj.forward(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
     }
 }

@@ -7,28 +7,34 @@ namespace LatentDiffusion.Text;
 /// <summary>A CLIP layer's feed-forward block: <c>fc2(act(fc1(x)))</c>.</summary>
 internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear fc1, fc2;
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
+    private readonly Linear _fc1, _fc2;
     private readonly ClipActivation _activation;
 
     public ClipMlp(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipMlp))
     {
         _activation = config.HiddenAct;
-        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
-        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
-        register_module("fc1", fc1);
-        register_module("fc2", fc2);
+        _fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
+        _fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
+        register_module("fc1", _fc1);
+        register_module("fc2", _fc2);
     }
 
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = fc1.forward(x);
+        var h = _fc1.forward(x);
         h = _activation switch
         {
             // OpenAI's sigmoid approximation of GELU, which the SD 1.x text encoder was trained with.
             ClipActivation.QuickGelu => h * sigmoid(h * 1.702),
             _ => nn.functional.gelu(h),
         };
-        return fc2.forward(h).MoveToOuterDisposeScope();
+        return _fc2.forward(h).MoveToOuterDisposeScope();
     }
 }

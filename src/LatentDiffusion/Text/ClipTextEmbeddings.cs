@@ -7,15 +7,21 @@ namespace LatentDiffusion.Text;
 /// <summary>CLIP's input: a learned embedding per token plus a learned embedding per position (transformers' <c>CLIPTextEmbeddings</c>).</summary>
 internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor> token_embedding;
-    private readonly nn.Module<Tensor, Tensor> position_embedding;
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
+    private readonly nn.Module<Tensor, Tensor> _tokenEmbedding;
+    private readonly nn.Module<Tensor, Tensor> _positionEmbedding;
 
     public ClipTextEmbeddings(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipTextEmbeddings))
     {
-        token_embedding = NewEmbedding(config.VocabSize, config.HiddenSize, device, dtype);
-        position_embedding = NewEmbedding(config.MaxPositionEmbeddings, config.HiddenSize, device, dtype);
-        register_module("token_embedding", token_embedding);
-        register_module("position_embedding", position_embedding);
+        _tokenEmbedding = NewEmbedding(config.VocabSize, config.HiddenSize, device, dtype);
+        _positionEmbedding = NewEmbedding(config.MaxPositionEmbeddings, config.HiddenSize, device, dtype);
+        register_module("token_embedding", _tokenEmbedding);
+        register_module("position_embedding", _positionEmbedding);
     }
 
     // TorchSharp 0.107 builds an nn.Embedding's full table on the CPU even when asked for the meta device; the skeleton
@@ -28,19 +34,19 @@ internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var positions = arange(inputIds.shape[1], dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0);
-        return (token_embedding.forward(inputIds) + position_embedding.forward(positions)).MoveToOuterDisposeScope();
+        return (_tokenEmbedding.forward(inputIds) + _positionEmbedding.forward(positions)).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>An embedding table's shape on the meta device, named as <see cref="Embedding"/> names it (<c>weight</c>); it cannot run.</summary>
 internal sealed class MetaEmbedding : nn.Module<Tensor, Tensor>
 {
-    private readonly Parameter weight;
+    private readonly Parameter _weight;
 
     public MetaEmbedding(int count, int width, Device device, ScalarType dtype) : base(nameof(MetaEmbedding))
     {
-        weight = new Parameter(empty(count, width, dtype: dtype, device: device));
-        register_parameter("weight", weight);
+        _weight = new Parameter(empty(count, width, dtype: dtype, device: device));
+        register_parameter("weight", _weight);
     }
 
     public override Tensor forward(Tensor input) => throw new NotSupportedException("A meta-device skeleton only describes shapes; it cannot run.");

@@ -14,12 +14,18 @@ namespace LatentDiffusion.Text;
 /// </summary>
 public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
 {
+    /// <summary>
+    /// Does nothing: children are registered explicitly under the reference's names. TorchSharp's default would also
+    /// register every module or tensor field under its C# field name (when this module is registered in a parent).
+    /// </summary>
+    protected override void RegisterComponents() { }
+
     private const string ReferencePrefix = "text_model.";
     private const string PositionIdsBuffer = "embeddings.position_ids";
 
-    private readonly ClipTextEmbeddings embeddings;
-    private readonly ClipEncoder encoder;
-    private readonly LayerNorm final_layer_norm;
+    private readonly ClipTextEmbeddings _embeddings;
+    private readonly ClipEncoder _encoder;
+    private readonly LayerNorm _finalLayerNorm;
 
     /// <summary>The architecture.</summary>
     public ClipTextConfig Config { get; }
@@ -43,12 +49,12 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         Config = config;
         Device = device;
         DType = dtype;
-        embeddings = new ClipTextEmbeddings(config, device, dtype);
-        encoder = new ClipEncoder(config, device, dtype);
-        final_layer_norm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
-        register_module("embeddings", embeddings);
-        register_module("encoder", encoder);
-        register_module("final_layer_norm", final_layer_norm);
+        _embeddings = new ClipTextEmbeddings(config, device, dtype);
+        _encoder = new ClipEncoder(config, device, dtype);
+        _finalLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
+        register_module("embeddings", _embeddings);
+        register_module("encoder", _encoder);
+        register_module("final_layer_norm", _finalLayerNorm);
     }
 
     /// <summary>
@@ -139,9 +145,9 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
             if (min < 0 || max >= Config.VocabSize)
                 throw new ArgumentException($"Token ids must be in [0, {Config.VocabSize}); got values from {min} to {max}.", nameof(inputIds));
         }
-        var h = embeddings.forward(ids);
+        var h = _embeddings.forward(ids);
         int layers = Config.NumHiddenLayers - clipSkip;
-        if (layers > 0) h = encoder.Forward(h, layers);
-        return final_layer_norm.forward(h).MoveToOuterDisposeScope();
+        if (layers > 0) h = _encoder.Forward(h, layers);
+        return _finalLayerNorm.forward(h).MoveToOuterDisposeScope();
     }
 }
