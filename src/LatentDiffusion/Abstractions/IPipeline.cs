@@ -14,6 +14,6 @@ public interface IPipeline : IDisposable, IAsyncDisposable
     /// <param name="prompt">What to draw. May be empty when <see cref="GenerationOptions.PromptEmbeddings"/> is given.</param>
     /// <param name="options">Everything else; null for the defaults.</param>
     /// <param name="progress">Told after each denoising step.</param>
-    /// <param name="cancellationToken">Checked between steps; cancelling throws <see cref="OperationCanceledException"/>.</param>
+    /// <param name="cancellationToken">Checked between steps and between the UNet's and the VAE's blocks and tiles; cancelling throws <see cref="OperationCanceledException"/>.</param>
     Task<GenerationResult> GenerateAsync(string prompt, GenerationOptions? options, IProgress<DiffusionProgress>? progress = null, CancellationToken cancellationToken = default);
 }

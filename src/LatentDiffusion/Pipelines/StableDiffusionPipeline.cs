@@ -113,6 +113,7 @@ public sealed class StableDiffusionPipeline : IPipeline
     /// <exception cref="InvalidOperationException">The image came out with NaN or infinite values (the message names the stage that first produced them).</exception>
     public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<DiffusionProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
         options ??= new GenerationOptions();
         Validate(prompt, options);
         using var run = _runs.Enter(this);
@@ -122,7 +123,12 @@ public sealed class StableDiffusionPipeline : IPipeline
         {
             return Run(prompt, options, progress, stop.Token);
         }
-        catch (OperationCanceledException e) when (_runs.Closing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException e) when (cancellationToken.IsCancellationRequested && e.CancellationToken != cancellationToken)
+        {
+            // Reported with the caller's token, so that a task run with it ends as cancelled rather than faulted.
+            throw new OperationCanceledException(e.Message, e, cancellationToken);
+        }
+        catch (OperationCanceledException e) when (_runs.Closing.IsCancellationRequested)
         {
             throw new ObjectDisposedException($"{GetType().FullName}: the pipeline was disposed while this generation ran.", e);
         }

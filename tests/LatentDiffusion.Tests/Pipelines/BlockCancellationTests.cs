@@ -144,4 +144,25 @@ public class BlockCancellationTests
         Assert.That(finished, Is.EqualTo(new[] { "down_blocks.0", "down_blocks.1", "down_blocks.2", "down_blocks.3", "mid_block" }));
         Assert.That(LiveTensors, Is.EqualTo(before), "tensors left alive after cancellation");
     }
+
+    [Test]
+    public async Task AnAsyncGenerationCancelledInsideAUNetPassEndsAsCancelledWithTheCallersToken()
+    {
+        var unet = (UNet2DConditionModel)Sd15.UNet;
+        using var cts = new CancellationTokenSource();
+        unet.BlockFinished = name => { if (name == "down_blocks.1") cts.Cancel(); };
+        var options = new GenerationOptions { Steps = 3, Seed = 1, Width = 64, Height = 64 };
+        var generation = Sd15.GenerateAsync("a cat", options, null, cts.Token);
+        try
+        {
+            var error = Assert.CatchAsync<OperationCanceledException>(async () => await generation);
+            Assert.That(error!.CancellationToken, Is.EqualTo(cts.Token));
+            Assert.That(generation.IsCanceled, Is.True, "the task ends as cancelled, not faulted");
+        }
+        finally
+        {
+            unet.BlockFinished = null;
+        }
+        await Task.CompletedTask;
+    }
 }
