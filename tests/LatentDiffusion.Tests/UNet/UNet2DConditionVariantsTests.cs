@@ -12,7 +12,7 @@ public sealed class UNet2DConditionVariantsTests
 {
     private static UNet2DConditionConfig Config(params (string Key, string Json)[] patches)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Fixtures.PathOf("tiny-sd15", "unet", "config.json")))!.AsObject();
+        var json = JsonNode.Parse(TinyConfigs.Sd15UNetJson)!.AsObject();
         foreach (var (key, value) in patches) json[key] = JsonNode.Parse(value);
         return UNet2DConditionConfig.FromJson(JsonConfig.Parse(json.ToJsonString(), "patched tiny-sd15 config"));
     }
