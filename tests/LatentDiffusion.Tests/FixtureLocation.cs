@@ -42,6 +42,16 @@ public sealed record FixtureLocation(string? Root, bool MissingIsFailure, string
     public string RootOrEndTheTest()
         => Root ?? throw (MissingIsFailure ? new AssertionException(Problem ?? "") : new IgnoreException(Problem ?? ""));
 
+    /// <summary>
+    /// Test cases read from the fixtures: <paramref name="read"/> when they are here or required (a missing folder then
+    /// fails while the cases are read); otherwise one ignored case named "(reference fixtures missing)" with
+    /// <see cref="Problem"/> as its reason, built from <paramref name="placeholderArguments"/>.
+    /// </summary>
+    public IEnumerable<TestCaseData> CasesOrSkip(Func<IEnumerable<TestCaseData>> read, params object?[] placeholderArguments)
+        => Root is not null || MissingIsFailure
+            ? read()
+            : [new TestCaseData(placeholderArguments).SetName("{m}(reference fixtures missing)").Ignore(Problem ?? "")];
+
     /// <summary>CI systems set CI to true (or 1, yes); empty, 0 and false mean not CI.</summary>
     public static bool IsCi(string? value)
         => !string.IsNullOrWhiteSpace(value) && !value.Trim().Equals("false", StringComparison.OrdinalIgnoreCase) && value.Trim() != "0";

@@ -54,10 +54,20 @@ public class FixtureLocationTests
     [Test]
     public void ACaseSourceWithoutFixturesIsOneIgnoredCaseWithTheReason()
     {
-        Assume.That(Fixtures.Available || Fixtures.Location.MissingIsFailure, Is.False, "only on a plain clone without the fixtures");
-        var cases = Fixtures.CaseSource(() => throw new InvalidOperationException("must not read the fixtures"), "").ToList();
+        var location = FixtureLocation.Decide(null, null, null);
+        var cases = location.CasesOrSkip(() => throw new InvalidOperationException("must not read the fixtures"), "").ToList();
         Assert.That(cases, Has.Count.EqualTo(1));
         Assert.That(cases[0].RunState, Is.EqualTo(NUnit.Framework.Interfaces.RunState.Ignored));
-        Assert.That(cases[0].Properties.Get(NUnit.Framework.Internal.PropertyNames.SkipReason), Is.EqualTo(Fixtures.MissingReason));
+        Assert.That(cases[0].Properties.Get(NUnit.Framework.Internal.PropertyNames.SkipReason), Is.EqualTo(location.Problem));
+        Assert.That(cases[0].Arguments, Is.EqualTo(new object[] { "" }));
+    }
+
+    [TestCase("true", null)]
+    [TestCase(null, "beside")]
+    public void ACaseSourceReadsTheFixturesWhenTheyAreHereOrRequired(string? ci, string? beside)
+    {
+        var read = new[] { new TestCaseData("sd15/x") };
+        var location = FixtureLocation.Decide(null, ci, beside is null ? null : Existing);
+        Assert.That(location.CasesOrSkip(() => read, ""), Is.SameAs(read));
     }
 }

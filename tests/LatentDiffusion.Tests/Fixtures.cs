@@ -57,10 +57,7 @@ public static class Fixtures
     /// <see cref="MissingReason"/>) built from <paramref name="placeholderArguments"/>, which must fit the test's parameters.
     /// </summary>
     public static IEnumerable<TestCaseData> CaseSource(Func<IEnumerable<TestCaseData>> read, params object?[] placeholderArguments)
-    {
-        if (Available || Location.MissingIsFailure) return read();
-        return [new TestCaseData(placeholderArguments).SetName("{m}(reference fixtures missing)").Ignore(MissingReason!)];
-    }
+        => Location.CasesOrSkip(read, placeholderArguments);
 
     private static string? FindBesideRepository()
     {
