@@ -119,12 +119,53 @@ public static class TinyConfigs
         }
         """;
 
+    /// <summary>tiny-sd15/vae/config.json: 4 levels of 32/32/64/64 channels, 2 layers per block.</summary>
+    public const string Sd15VaeJson = """
+        {
+          "_class_name": "AutoencoderKL",
+          "act_fn": "silu",
+          "block_out_channels": [
+            32,
+            32,
+            64,
+            64
+          ],
+          "down_block_types": [
+            "DownEncoderBlock2D",
+            "DownEncoderBlock2D",
+            "DownEncoderBlock2D",
+            "DownEncoderBlock2D"
+          ],
+          "force_upcast": true,
+          "in_channels": 3,
+          "latent_channels": 4,
+          "latents_mean": null,
+          "latents_std": null,
+          "layers_per_block": 2,
+          "mid_block_add_attention": true,
+          "norm_num_groups": 32,
+          "out_channels": 3,
+          "sample_size": 128,
+          "scaling_factor": 0.18215,
+          "shift_factor": null,
+          "up_block_types": [
+            "UpDecoderBlock2D",
+            "UpDecoderBlock2D",
+            "UpDecoderBlock2D",
+            "UpDecoderBlock2D"
+          ],
+          "use_post_quant_conv": true,
+          "use_quant_conv": true
+        }
+        """;
+
     /// <summary>The copies by their paths inside the fixtures folder.</summary>
     public static IReadOnlyDictionary<string, string> ByFixturePath { get; } = new Dictionary<string, string>
     {
         ["tiny-sd15/scheduler/scheduler_config.json"] = Sd15SchedulerJson,
         ["tiny-sd2v/scheduler/scheduler_config.json"] = Sd2vSchedulerJson,
         ["tiny-sd15/unet/config.json"] = Sd15UNetJson,
+        ["tiny-sd15/vae/config.json"] = Sd15VaeJson,
     };
 
     /// <summary>tiny-sd15's scheduler config, parsed.</summary>
