@@ -119,6 +119,81 @@ public static class TinyConfigs
         }
         """;
 
+    /// <summary>tiny-sd2v/unet/config.json: per-block heads, linear projections, upcast attention.</summary>
+    public const string Sd2vUNetJson = """
+        {
+          "_class_name": "UNet2DConditionModel",
+          "act_fn": "silu",
+          "addition_embed_type": null,
+          "addition_embed_type_num_heads": 64,
+          "addition_time_embed_dim": null,
+          "attention_head_dim": [
+            2,
+            4,
+            8,
+            8
+          ],
+          "attention_type": "default",
+          "block_out_channels": [
+            32,
+            32,
+            32,
+            32
+          ],
+          "center_input_sample": false,
+          "class_embed_type": null,
+          "class_embeddings_concat": false,
+          "conv_in_kernel": 3,
+          "conv_out_kernel": 3,
+          "cross_attention_dim": 32,
+          "cross_attention_norm": null,
+          "down_block_types": [
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D"
+          ],
+          "downsample_padding": 1,
+          "dropout": 0.0,
+          "dual_cross_attention": false,
+          "encoder_hid_dim": null,
+          "encoder_hid_dim_type": null,
+          "flip_sin_to_cos": true,
+          "freq_shift": 0,
+          "in_channels": 4,
+          "layers_per_block": 2,
+          "mid_block_only_cross_attention": null,
+          "mid_block_scale_factor": 1,
+          "mid_block_type": "UNetMidBlock2DCrossAttn",
+          "norm_eps": 1e-05,
+          "norm_num_groups": 32,
+          "num_attention_heads": null,
+          "num_class_embeds": null,
+          "only_cross_attention": false,
+          "out_channels": 4,
+          "projection_class_embeddings_input_dim": null,
+          "resnet_out_scale_factor": 1.0,
+          "resnet_skip_time_act": false,
+          "resnet_time_scale_shift": "default",
+          "reverse_transformer_layers_per_block": null,
+          "sample_size": 16,
+          "time_cond_proj_dim": null,
+          "time_embedding_act_fn": null,
+          "time_embedding_dim": null,
+          "time_embedding_type": "positional",
+          "timestep_post_act": null,
+          "transformer_layers_per_block": 1,
+          "up_block_types": [
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D"
+          ],
+          "upcast_attention": true,
+          "use_linear_projection": true
+        }
+        """;
+
     /// <summary>tiny-sd15/vae/config.json: 4 levels of 32/32/64/64 channels, 2 layers per block.</summary>
     public const string Sd15VaeJson = """
         {
@@ -165,6 +240,7 @@ public static class TinyConfigs
         ["tiny-sd15/scheduler/scheduler_config.json"] = Sd15SchedulerJson,
         ["tiny-sd2v/scheduler/scheduler_config.json"] = Sd2vSchedulerJson,
         ["tiny-sd15/unet/config.json"] = Sd15UNetJson,
+        ["tiny-sd2v/unet/config.json"] = Sd2vUNetJson,
         ["tiny-sd15/vae/config.json"] = Sd15VaeJson,
     };
 

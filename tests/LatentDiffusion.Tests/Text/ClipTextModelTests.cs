@@ -101,8 +101,8 @@ public class ClipTextModelTests
 
     private static string CopyTextEncoder(string variant, Func<string, string>? editConfig = null)
     {
-        string dir = Directory.CreateTempSubdirectory("ld-te-").FullName;
         string src = variant == "generated" ? Path.Combine(GeneratedModel.Folder, "text_encoder") : Fixtures.PathOf($"tiny-{variant}", "text_encoder");
+        string dir = Directory.CreateTempSubdirectory("ld-te-").FullName;
         string config = File.ReadAllText(Path.Combine(src, "config.json"));
         File.WriteAllText(Path.Combine(dir, "config.json"), editConfig is null ? config : editConfig(config));
         File.Copy(Path.Combine(src, "model.safetensors"), Path.Combine(dir, "model.safetensors"));

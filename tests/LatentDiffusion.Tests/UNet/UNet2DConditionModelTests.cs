@@ -141,10 +141,11 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void AWrongShapedWeightIsRefusedNamingTheTensor()
     {
-        var dir = Fixtures.PathOf("tiny-sd15", "unet");
+        // The generated model's UNet (down blocks of 32 and 64 channels): block 1's first conv takes 32 channels, block 0's gives 32.
+        var dir = Path.Combine(Pipelines.GeneratedModel.Folder, "unet");
         using var file = SafetensorsFile.Open(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
         var weights = file.Entries.Keys.ToDictionary(k => k, k => TensorRef.Direct(file, k));
-        weights["down_blocks.1.resnets.0.conv1.weight"] = TensorRef.Direct(file, "down_blocks.2.resnets.0.conv1.weight");
+        weights["down_blocks.1.resnets.0.conv1.weight"] = TensorRef.Direct(file, "down_blocks.0.resnets.0.conv1.weight");
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Load(Path.Combine(dir, "config.json")), weights, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain("down_blocks.1.resnets.0.conv1.weight"));
     }
@@ -152,7 +153,7 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void AMissingWeightIsRefusedNamingTheTensor()
     {
-        var dir = Fixtures.PathOf("tiny-sd2v", "unet");
+        var dir = Path.Combine(Pipelines.GeneratedModel.Folder, "unet");
         using var file = SafetensorsFile.Open(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
         var weights = file.Entries.Keys.Where(k => k != "mid_block.attentions.0.proj_in.weight").ToDictionary(k => k, k => TensorRef.Direct(file, k));
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Load(Path.Combine(dir, "config.json")), weights, CPU, ScalarType.Float32));
@@ -191,7 +192,7 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void ReadsPerBlockHeadsAndTheSd2Options()
     {
-        var c = UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd2v", "unet", "config.json"));
+        var c = UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd2vUNetJson, "tiny-sd2v UNet config (copy)"));
         Assert.That(c.AttentionHeads, Is.EqualTo(new[] { 2, 4, 8, 8 }));
         Assert.That(c.UseLinearProjection, Is.True);
         Assert.That(c.UpcastAttention, Is.True);
@@ -199,7 +200,7 @@ public sealed class UNet2DConditionModelTests
         Assert.That(c.CrossAttentionDim, Is.EqualTo(new[] { 32, 32, 32, 32 }));
         Assert.That(c.LayersPerBlock, Is.EqualTo(new[] { 2, 2, 2, 2 }));
         Assert.That(c.MidBlockType, Is.EqualTo("UNetMidBlock2DCrossAttn"));
-        var sd15 = UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd15", "unet", "config.json"));
+        var sd15 = UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd15UNetJson, "tiny-sd15 UNet config (copy)"));
         Assert.That(sd15.AttentionHeads, Is.EqualTo(new[] { 8, 8, 8, 8 }));
         Assert.That(sd15.UseLinearProjection, Is.False);
         Assert.That(sd15.SampleSize, Is.EqualTo(16));
@@ -208,10 +209,12 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void TheUpcastSettingReachesEveryAttention()
     {
-        Assert.That(Model("tiny-sd2v").AttentionModules.Count(), Is.EqualTo(2 * (2 * 3 + 3 * 3 + 1)));
-        Assert.That(Model("tiny-sd2v").AttentionModules.All(a => a.UpcastAttention), Is.True);
-        Assert.That(Model("tiny-sd15").AttentionModules.Any(a => a.UpcastAttention), Is.False);
-        using var unet = new UNet2DConditionModel(UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd2v", "unet", "config.json")), CPU, ScalarType.Float32);
+        // The architectures of tiny-sd2v (upcast) and tiny-sd15 (not); the flags do not depend on the weights.
+        using var sd15 = new UNet2DConditionModel(UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd15UNetJson, "tiny-sd15 UNet config (copy)")), CPU, ScalarType.Float32);
+        using var unet = new UNet2DConditionModel(UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd2vUNetJson, "tiny-sd2v UNet config (copy)")), CPU, ScalarType.Float32);
+        Assert.That(unet.AttentionModules.Count(), Is.EqualTo(2 * (2 * 3 + 3 * 3 + 1)));
+        Assert.That(unet.AttentionModules.All(a => a.UpcastAttention), Is.True);
+        Assert.That(sd15.AttentionModules.Any(a => a.UpcastAttention), Is.False);
         unet.SetUpcastAttention(false);
         Assert.That(unet.AttentionModules.Any(a => a.UpcastAttention), Is.False);
     }
