@@ -10,7 +10,10 @@ namespace LatentDiffusion.Tests;
 /// LATENTDIFFUSION_FIXTURES. Every member that reads them (<see cref="Root"/>, <see cref="PathOf"/>, <see cref="Expected"/>,
 /// <see cref="Reference"/>, <see cref="Cases"/>, <see cref="Require"/>) ends the test when they are missing: as
 /// Ignored (shown and counted as skipped, with <see cref="MissingReason"/>) on a plain clone, as a failure under CI (CI=true) or
-/// when LATENTDIFFUSION_FIXTURES is set. Test case sources that read them go through <see cref="CaseSource"/>.
+/// when LATENTDIFFUSION_FIXTURES is set. Test case sources that read them go through <see cref="CaseSource"/>. Read them
+/// outside <c>Assert.Throws</c> / <c>Assert.That(() =&gt; ...)</c> lambdas (or call <see cref="Require"/> first): those
+/// catch the skip as the wrong exception. Tests that only need some model use <c>Pipelines.GeneratedModel</c> or
+/// <see cref="TinyConfigs"/> instead, and run everywhere.
 /// </summary>
 public static class Fixtures
 {
