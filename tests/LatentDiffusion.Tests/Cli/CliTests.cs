@@ -84,7 +84,7 @@ public class CliTests
     public async Task CountWritesNumberedFiles()
     {
         string output = Path.Combine(_dir, "img.png");
-        var (code, stdout, err) = await Run("generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "a cat", "--steps", "1", "--count", "2", "--width", "64", "--height", "64", "--seed", "1", "--output", output);
+        var (code, stdout, err) = await Run("generate", "--model", GeneratedModel.Folder, "--prompt", "a cat", "--steps", "1", "--count", "2", "--width", "64", "--height", "64", "--seed", "1", "--output", output);
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(File.Exists(Path.Combine(_dir, "img-0.png")) && File.Exists(Path.Combine(_dir, "img-1.png")), stdout);
     }
@@ -121,7 +121,7 @@ public class CliTests
     {
         string output = Path.Combine(_dir, "mine.png");
         await File.WriteAllTextAsync(output, "precious");
-        var (code, _, err) = await Run("generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "a cat", "--steps", "1", "--output", output);
+        var (code, _, err) = await Run("generate", "--model", GeneratedModel.Folder, "--prompt", "a cat", "--steps", "1", "--output", output);
         Assert.That(code, Is.Not.EqualTo(0));
         Assert.That(err, Does.Contain("--overwrite"));
         Assert.That(await File.ReadAllTextAsync(output), Is.EqualTo("precious"));
@@ -130,12 +130,12 @@ public class CliTests
     public static IEnumerable<TestCaseData> BadInputs()
     {
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Path.Combine(d, "nope"), "--prompt", "x", "--output", Path.Combine(d, "o.png")]), "not found").SetName("missing model");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--width", "100", "--output", Path.Combine(d, "o.png")]), "multiple of 8").SetName("bad size");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--scheduler", "warp-drive", "--output", Path.Combine(d, "o.png")]), "euler-a").SetName("unknown scheduler");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--init-image", Path.Combine(d, "garbage.png"), "--output", Path.Combine(d, "o.png")]), "garbage.png").SetName("unreadable init image");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--init-image", Path.Combine(d, "huge.png"), "--output", Path.Combine(d, "o.png")]), "8192").SetName("oversized init image");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--device", "tpu", "--output", Path.Combine(d, "o.png")]), "tpu").SetName("bad device");
-        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "x", "--steps", "0", "--output", Path.Combine(d, "o.png")]), "--steps must be at least 1, got 0").SetName("zero steps");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--width", "100", "--output", Path.Combine(d, "o.png")]), "multiple of 8").SetName("bad size");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--scheduler", "warp-drive", "--output", Path.Combine(d, "o.png")]), "euler-a").SetName("unknown scheduler");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--init-image", Path.Combine(d, "garbage.png"), "--output", Path.Combine(d, "o.png")]), "garbage.png").SetName("unreadable init image");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--init-image", Path.Combine(d, "huge.png"), "--output", Path.Combine(d, "o.png")]), "8192").SetName("oversized init image");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--device", "tpu", "--output", Path.Combine(d, "o.png")]), "tpu").SetName("bad device");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--steps", "0", "--output", Path.Combine(d, "o.png")]), "--steps must be at least 1, got 0").SetName("zero steps");
     }
 
     [TestCaseSource(nameof(BadInputs))]

@@ -14,7 +14,7 @@ public class ImageGeneratorTests
     [Test]
     public async Task GeneratesPngsThatMatchThePipeline()
     {
-        var pipeline = TinyModels.Get("tiny-sd15");
+        var pipeline = GeneratedModel.Pipeline;
         IImageGenerator generator = new LatentDiffusionImageGenerator(pipeline, new GenerationOptions { Steps = 2 });
         var options = new ImageGenerationOptions
         {
@@ -45,7 +45,7 @@ public class ImageGeneratorTests
     [Test]
     public async Task AnOriginalImageMakesItImageToImage()
     {
-        var pipeline = TinyModels.Get("tiny-sd15");
+        var pipeline = GeneratedModel.Pipeline;
         IImageGenerator generator = new LatentDiffusionImageGenerator(pipeline, new GenerationOptions { Steps = 4 });
         using var init = new Image<Rgb24>(64, 64, new Rgb24(20, 200, 40));
         using var png = new MemoryStream();
@@ -64,7 +64,7 @@ public class ImageGeneratorTests
     [Test]
     public void RefusesAnotherMediaType()
     {
-        IImageGenerator generator = new LatentDiffusionImageGenerator(TinyModels.Get("tiny-sd15"));
+        IImageGenerator generator = new LatentDiffusionImageGenerator(GeneratedModel.Pipeline);
         Assert.That(async () => await generator.GenerateAsync(new ImageGenerationRequest("x"), new ImageGenerationOptions { MediaType = "image/jpeg" }),
             Throws.InstanceOf<NotSupportedException>());
     }

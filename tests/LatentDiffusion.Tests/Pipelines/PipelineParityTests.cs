@@ -18,13 +18,13 @@ public class PipelineParityTests
         ["default"] = null, ["ddim"] = "ddim", ["euler_a"] = "euler-a", ["dpmpp_2m_karras"] = "dpm++2m-karras",
     };
 
-    public static IEnumerable<TestCaseData> TextToImageCases() => Fixtures.Cases
+    public static IEnumerable<TestCaseData> TextToImageCases() => Fixtures.CaseSource(() => Fixtures.Cases
         .Where(c => c.GetProperty("kind").GetString() == "txt2img")
-        .Select(c => new TestCaseData(c.GetProperty("key").GetString()).SetName("txt2img " + c.GetProperty("key").GetString()));
+        .Select(c => new TestCaseData(c.GetProperty("key").GetString()).SetName("txt2img " + c.GetProperty("key").GetString())), "");
 
-    public static IEnumerable<TestCaseData> ImageToImageCases() => Fixtures.Cases
+    public static IEnumerable<TestCaseData> ImageToImageCases() => Fixtures.CaseSource(() => Fixtures.Cases
         .Where(c => c.GetProperty("kind").GetString() == "img2img")
-        .Select(c => new TestCaseData(c.GetProperty("key").GetString()).SetName("img2img " + c.GetProperty("key").GetString()));
+        .Select(c => new TestCaseData(c.GetProperty("key").GetString()).SetName("img2img " + c.GetProperty("key").GetString())), "");
 
     internal static JsonElement Case(string key) => Fixtures.Cases.Single(c => c.TryGetProperty("key", out var k) && k.GetString() == key);
 

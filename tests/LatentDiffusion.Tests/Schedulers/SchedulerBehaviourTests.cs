@@ -12,9 +12,9 @@ namespace LatentDiffusion.Tests.Schedulers;
 [TestFixture]
 public sealed class SchedulerBehaviourTests
 {
-    private static JsonConfig Sd15Config => SchedulerConfig.Load(Fixtures.PathOf("tiny-sd15", "scheduler", "scheduler_config.json"));
+    private static JsonConfig Sd15Config => TinyConfigs.Sd15Scheduler;
 
-    private static JsonConfig Sd2Config => SchedulerConfig.Load(Fixtures.PathOf("tiny-sd2v", "scheduler", "scheduler_config.json"));
+    private static JsonConfig Sd2Config => TinyConfigs.Sd2vScheduler;
 
     /// <summary>Runs the toy model of the reference fixtures through a whole run; returns x_0.</summary>
     private static Tensor Denoise(ISchedulerRun run, torch.Generator generator, IEnumerable<double>? timesteps = null, Tensor? start = null)

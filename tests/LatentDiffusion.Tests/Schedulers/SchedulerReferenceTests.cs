@@ -16,7 +16,9 @@ namespace LatentDiffusion.Tests.Schedulers;
 public sealed class SchedulerReferenceTests
 {
     /// <summary>reference.json's scheduler cases (parsed leniently: the reference writes -Infinity bare).</summary>
-    public static IEnumerable<TestCaseData> Cases()
+    public static IEnumerable<TestCaseData> Cases() => Fixtures.CaseSource(ReadCases, "");
+
+    private static IEnumerable<TestCaseData> ReadCases()
     {
         var path = Fixtures.PathOf("reference.json");
         var root = SchedulerConfig.Parse(File.ReadAllText(path), path).Root;

@@ -1,3 +1,4 @@
+using LatentDiffusion.Tests.Pipelines;
 using LatentDiffusion.Loading;
 using LatentDiffusion.Text;
 using NUnit.Framework;
@@ -100,8 +101,8 @@ public class ClipTextModelTests
 
     private static string CopyTextEncoder(string variant, Func<string, string>? editConfig = null)
     {
+        string src = variant == "generated" ? Path.Combine(GeneratedModel.Folder, "text_encoder") : Fixtures.PathOf($"tiny-{variant}", "text_encoder");
         string dir = Directory.CreateTempSubdirectory("ld-te-").FullName;
-        string src = Fixtures.PathOf($"tiny-{variant}", "text_encoder");
         string config = File.ReadAllText(Path.Combine(src, "config.json"));
         File.WriteAllText(Path.Combine(dir, "config.json"), editConfig is null ? config : editConfig(config));
         File.Copy(Path.Combine(src, "model.safetensors"), Path.Combine(dir, "model.safetensors"));
@@ -111,7 +112,7 @@ public class ClipTextModelTests
     [Test]
     public void MissingConfigKeyIsNamed()
     {
-        string dir = CopyTextEncoder("sd15", c => c.Replace("\"num_attention_heads\": 4,", ""));
+        string dir = CopyTextEncoder("generated", c => c.Replace("\"num_attention_heads\": 4,", ""));
         try
         {
             var e = Assert.Throws<InvalidDataException>(() => ClipTextModel.Load(dir, CPU, ScalarType.Float32))!;
@@ -123,7 +124,7 @@ public class ClipTextModelTests
     [Test]
     public void UnsupportedActivationIsRefused()
     {
-        string dir = CopyTextEncoder("sd15", c => c.Replace("\"quick_gelu\"", "\"relu\""));
+        string dir = CopyTextEncoder("generated", c => c.Replace("\"quick_gelu\"", "\"relu\""));
         try
         {
             var e = Assert.Throws<NotSupportedException>(() => ClipTextModel.Load(dir, CPU, ScalarType.Float32))!;
@@ -135,7 +136,7 @@ public class ClipTextModelTests
     [Test]
     public void MissingFilesAreNamed()
     {
-        string dir = CopyTextEncoder("sd15");
+        string dir = CopyTextEncoder("generated");
         try
         {
             File.Delete(Path.Combine(dir, "model.safetensors"));

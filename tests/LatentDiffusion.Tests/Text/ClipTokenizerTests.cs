@@ -1,3 +1,4 @@
+using LatentDiffusion.Tests.Pipelines;
 using System.Text.Json;
 using LatentDiffusion.Text;
 using NUnit.Framework;
@@ -111,13 +112,13 @@ public class ClipTokenizerTests
             var e = Assert.Throws<FileNotFoundException>(() => ClipTokenizer.FromDirectory(dir))!;
             Assert.That(e.Message, Does.Contain(dir).And.Contain("vocab.json and merges.txt").And.Contain("tokenizer.json"));
 
-            File.Copy(Fixtures.PathOf("tiny-sd15", "tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+            File.Copy(Path.Combine(GeneratedModel.Folder, "tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
             e = Assert.Throws<FileNotFoundException>(() => ClipTokenizer.FromDirectory(dir))!;
             Assert.That(e.Message, Does.Contain(dir).And.Contain("missing merges.txt"));
             Assert.That(e.FileName, Is.EqualTo(Path.Combine(dir, "merges.txt")));
 
             File.Delete(Path.Combine(dir, "vocab.json"));
-            File.Copy(Fixtures.PathOf("tiny-sd15", "tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
+            File.Copy(Path.Combine(GeneratedModel.Folder, "tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
             e = Assert.Throws<FileNotFoundException>(() => ClipTokenizer.FromDirectory(dir))!;
             Assert.That(e.Message, Does.Contain("missing vocab.json"));
 
@@ -134,7 +135,7 @@ public class ClipTokenizerTests
         string dir = Directory.CreateTempSubdirectory("ld-tok-").FullName;
         try
         {
-            File.Copy(Fixtures.PathOf("tiny-sd15", "tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+            File.Copy(Path.Combine(GeneratedModel.Folder, "tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
             File.WriteAllText(Path.Combine(dir, "merges.txt"), "#version: 0.2\ni n\nthis is wrong\n");
             var e = Assert.Throws<InvalidDataException>(() => ClipTokenizer.FromDirectory(dir))!;
             Assert.That(e.Message, Does.Contain("merges.txt").And.Contain("line 3"));

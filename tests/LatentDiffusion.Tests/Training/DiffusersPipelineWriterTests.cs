@@ -16,7 +16,14 @@ public class DiffusersPipelineWriterTests
     private static string TempDir() => Path.Combine(Path.GetTempPath(), "ld-writer-" + Guid.NewGuid().ToString("N"));
 
     private static void SaveFixture(StableDiffusionPipeline p, string dir, ScalarType? saveAs, bool overwrite = false)
-        => DiffusersPipelineWriter.Save(dir, Fixtures.PathOf("tiny-sd15", "tokenizer"), (ClipTextModel)p.TextEncoder, (UNet2DConditionModel)p.UNet,
+        => Save(p, Fixtures.PathOf("tiny-sd15", "tokenizer"), dir, saveAs, overwrite);
+
+    // The generated model (no fixtures needed), float16 on disk like the fixtures, with its own tokenizer.
+    private static void SaveGenerated(string dir, ScalarType? saveAs, bool overwrite = false)
+        => Save(Pipelines.GeneratedModel.Pipeline, Path.Combine(Pipelines.GeneratedModel.Folder, "tokenizer"), dir, saveAs, overwrite);
+
+    private static void Save(StableDiffusionPipeline p, string tokenizer, string dir, ScalarType? saveAs, bool overwrite)
+        => DiffusersPipelineWriter.Save(dir, tokenizer, (ClipTextModel)p.TextEncoder, (UNet2DConditionModel)p.UNet,
             (AutoencoderKL)p.Vae, p.Scheduler.Config, saveAs, overwrite);
 
     [Test]
@@ -71,11 +78,11 @@ public class DiffusersPipelineWriterTests
     [Test]
     public async Task Float16SaveWritesHalfTensorsAndReloads()
     {
-        var original = Pipelines.TinyModels.Get("tiny-sd15");
+        var original = Pipelines.GeneratedModel.Pipeline;
         string dir = TempDir();
         try
         {
-            SaveFixture(original, dir, ScalarType.Float16);
+            SaveGenerated(dir, ScalarType.Float16);
             foreach (var file in new[] { "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors" })
             {
                 using var f = SafetensorsFile.Open(Path.Combine(dir, file));
@@ -84,7 +91,7 @@ public class DiffusersPipelineWriterTests
             using var reloaded = await StableDiffusionPipeline.LoadAsync(dir);
             using var a = original.Generate("a red square", Quick);
             using var b = reloaded.Generate("a red square", Quick);
-            // The fixture's weights are float16 on disk, so a float16 save loses nothing.
+            // The generated model's weights are float16 on disk (as the fixtures'), so a float16 save loses nothing.
             Assert.That(b.Pixels.eq(a.Pixels).all().item<bool>(), Is.True);
         }
         finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
@@ -93,15 +100,15 @@ public class DiffusersPipelineWriterTests
     [Test]
     public void RefusesToOverwriteANonEmptyFolderUnlessAsked()
     {
-        var original = Pipelines.TinyModels.Get("tiny-sd15");
+        var original = Pipelines.GeneratedModel.Pipeline;
         string dir = TempDir();
         try
         {
             Directory.CreateDirectory(dir);
             File.WriteAllText(Path.Combine(dir, "keep.txt"), "x");
-            Assert.Throws<IOException>(() => SaveFixture(original, dir, ScalarType.Float16));
+            Assert.Throws<IOException>(() => SaveGenerated(dir, ScalarType.Float16));
             Assert.That(File.Exists(Path.Combine(dir, "keep.txt")), Is.True);
-            SaveFixture(original, dir, ScalarType.Float16, overwrite: true);
+            SaveGenerated(dir, ScalarType.Float16, overwrite: true);
             Assert.That(File.Exists(Path.Combine(dir, "keep.txt")), Is.False);
             Assert.That(File.Exists(Path.Combine(dir, "model_index.json")), Is.True);
             Assert.That(Directory.GetDirectories(Path.GetDirectoryName(dir)!, Path.GetFileName(dir) + ".tmp-*"), Is.Empty);

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using LatentDiffusion.Loading;
+using LatentDiffusion.Training;
 using LatentDiffusion.UNet;
 using NUnit.Framework;
 using static TorchSharp.torch;
@@ -16,15 +17,26 @@ public sealed class UNet2DConditionModelTests
         lock (Models)
         {
             if (!Models.TryGetValue(name, out var model))
-                Models[name] = model = UNet2DConditionModel.Load(Fixtures.PathOf(name, "unet"), CPU, ScalarType.Float32);
+                Models[name] = model = name == Generated ? CreateGenerated() : UNet2DConditionModel.Load(Fixtures.PathOf(name, "unet"), CPU, ScalarType.Float32);
             return model;
         }
+    }
+
+    /// <summary>tiny-sd15's architecture with seeded random weights, for tests of behaviour rather than of the reference's numbers.</summary>
+    private const string Generated = "generated-sd15";
+
+    private static UNet2DConditionModel CreateGenerated()
+    {
+        var unet = new UNet2DConditionModel(UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd15UNetJson, "tiny-sd15 UNet config (copy)")), CPU, ScalarType.Float32);
+        ModelInitializer.Initialize(unet, 31);
+        return unet;
     }
 
     private static string Variant(string model) => model == "tiny-sd15" ? "sd15" : "sd2v";
 
     private static Tensor Context(string model)
     {
+        if (model == Generated) return randn([2, 77, 32], generator: new TorchSharp.torch.Generator(32));
         using var all = Fixtures.Expected($"{Variant(model)}/text/last_hidden_state");
         return all.slice(0, 0, 2, 1).clone();
     }
@@ -104,14 +116,14 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void RejectsATimestepOfTheWrongBatch()
     {
-        using var sample = Fixtures.Expected("sd15/unet/sample");
-        using var context = Context("tiny-sd15");
+        using var sample = randn(2, 4, 16, 16, generator: new TorchSharp.torch.Generator(33));
+        using var context = Context(Generated);
         using var t = tensor(new long[] { 1, 2, 3 });
-        Assert.Throws<ArgumentException>(() => Model("tiny-sd15").Forward(sample, t, context));
+        Assert.Throws<ArgumentException>(() => Model(Generated).Forward(sample, t, context));
     }
 
-    [TestCase("tiny-sd15", 12, 16)]
-    [TestCase("tiny-sd15", 10, 14)]
+    [TestCase(Generated, 12, 16)]
+    [TestCase(Generated, 10, 14)]
     [TestCase("tiny-sd2v", 12, 16)]
     [TestCase("tiny-sd2v", 10, 14)]
     public void LatentSidesThatAreNotMultiplesOfEightKeepTheirSize(string model, int h, int w)
@@ -129,10 +141,11 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void AWrongShapedWeightIsRefusedNamingTheTensor()
     {
-        var dir = Fixtures.PathOf("tiny-sd15", "unet");
+        // The generated model's UNet (down blocks of 32 and 64 channels): block 1's first conv takes 32 channels, block 0's gives 32.
+        var dir = Path.Combine(Pipelines.GeneratedModel.Folder, "unet");
         using var file = SafetensorsFile.Open(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
         var weights = file.Entries.Keys.ToDictionary(k => k, k => TensorRef.Direct(file, k));
-        weights["down_blocks.1.resnets.0.conv1.weight"] = TensorRef.Direct(file, "down_blocks.2.resnets.0.conv1.weight");
+        weights["down_blocks.1.resnets.0.conv1.weight"] = TensorRef.Direct(file, "down_blocks.0.resnets.0.conv1.weight");
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Load(Path.Combine(dir, "config.json")), weights, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain("down_blocks.1.resnets.0.conv1.weight"));
     }
@@ -140,7 +153,7 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void AMissingWeightIsRefusedNamingTheTensor()
     {
-        var dir = Fixtures.PathOf("tiny-sd2v", "unet");
+        var dir = Path.Combine(Pipelines.GeneratedModel.Folder, "unet");
         using var file = SafetensorsFile.Open(Path.Combine(dir, "diffusion_pytorch_model.safetensors"));
         var weights = file.Entries.Keys.Where(k => k != "mid_block.attentions.0.proj_in.weight").ToDictionary(k => k, k => TensorRef.Direct(file, k));
         var e = Assert.Throws<InvalidDataException>(() => UNet2DConditionModel.Load(JsonConfig.Load(Path.Combine(dir, "config.json")), weights, CPU, ScalarType.Float32));
@@ -149,7 +162,7 @@ public sealed class UNet2DConditionModelTests
 
     private static JsonConfig PatchedConfig(string model, string key, JsonNode? value)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Fixtures.PathOf(model, "unet", "config.json")))!.AsObject();
+        var json = JsonNode.Parse(model == "tiny-sd15" ? TinyConfigs.Sd15UNetJson : File.ReadAllText(Fixtures.PathOf(model, "unet", "config.json")))!.AsObject();
         json[key] = value;
         return JsonConfig.Parse(json.ToJsonString(), $"{model} config with {key} patched");
     }
@@ -179,7 +192,7 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void ReadsPerBlockHeadsAndTheSd2Options()
     {
-        var c = UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd2v", "unet", "config.json"));
+        var c = UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd2vUNetJson, "tiny-sd2v UNet config (copy)"));
         Assert.That(c.AttentionHeads, Is.EqualTo(new[] { 2, 4, 8, 8 }));
         Assert.That(c.UseLinearProjection, Is.True);
         Assert.That(c.UpcastAttention, Is.True);
@@ -187,7 +200,7 @@ public sealed class UNet2DConditionModelTests
         Assert.That(c.CrossAttentionDim, Is.EqualTo(new[] { 32, 32, 32, 32 }));
         Assert.That(c.LayersPerBlock, Is.EqualTo(new[] { 2, 2, 2, 2 }));
         Assert.That(c.MidBlockType, Is.EqualTo("UNetMidBlock2DCrossAttn"));
-        var sd15 = UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd15", "unet", "config.json"));
+        var sd15 = UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd15UNetJson, "tiny-sd15 UNet config (copy)"));
         Assert.That(sd15.AttentionHeads, Is.EqualTo(new[] { 8, 8, 8, 8 }));
         Assert.That(sd15.UseLinearProjection, Is.False);
         Assert.That(sd15.SampleSize, Is.EqualTo(16));
@@ -196,10 +209,12 @@ public sealed class UNet2DConditionModelTests
     [Test]
     public void TheUpcastSettingReachesEveryAttention()
     {
-        Assert.That(Model("tiny-sd2v").AttentionModules.Count(), Is.EqualTo(2 * (2 * 3 + 3 * 3 + 1)));
-        Assert.That(Model("tiny-sd2v").AttentionModules.All(a => a.UpcastAttention), Is.True);
-        Assert.That(Model("tiny-sd15").AttentionModules.Any(a => a.UpcastAttention), Is.False);
-        using var unet = new UNet2DConditionModel(UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sd2v", "unet", "config.json")), CPU, ScalarType.Float32);
+        // The architectures of tiny-sd2v (upcast) and tiny-sd15 (not); the flags do not depend on the weights.
+        using var sd15 = new UNet2DConditionModel(UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd15UNetJson, "tiny-sd15 UNet config (copy)")), CPU, ScalarType.Float32);
+        using var unet = new UNet2DConditionModel(UNet2DConditionConfig.FromJson(JsonConfig.Parse(TinyConfigs.Sd2vUNetJson, "tiny-sd2v UNet config (copy)")), CPU, ScalarType.Float32);
+        Assert.That(unet.AttentionModules.Count(), Is.EqualTo(2 * (2 * 3 + 3 * 3 + 1)));
+        Assert.That(unet.AttentionModules.All(a => a.UpcastAttention), Is.True);
+        Assert.That(sd15.AttentionModules.Any(a => a.UpcastAttention), Is.False);
         unet.SetUpcastAttention(false);
         Assert.That(unet.AttentionModules.Any(a => a.UpcastAttention), Is.False);
     }
@@ -209,7 +224,7 @@ public sealed class UNet2DConditionModelTests
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var attention = Model("tiny-sd15").AttentionModules.First(a => a.IsCrossAttention);
+        var attention = Model(Generated).AttentionModules.First(a => a.IsCrossAttention);
         var hidden = randn(2, 16, 32, generator: new TorchSharp.torch.Generator(3));
         var context = randn(1, 77, 32, generator: new TorchSharp.torch.Generator(4));
         var direct = attention.forward(hidden, context.expand(2, -1, -1));

@@ -12,7 +12,7 @@ public sealed class UNet2DConditionVariantsTests
 {
     private static UNet2DConditionConfig Config(params (string Key, string Json)[] patches)
     {
-        var json = JsonNode.Parse(File.ReadAllText(Fixtures.PathOf("tiny-sd15", "unet", "config.json")))!.AsObject();
+        var json = JsonNode.Parse(TinyConfigs.Sd15UNetJson)!.AsObject();
         foreach (var (key, value) in patches) json[key] = JsonNode.Parse(value);
         return UNet2DConditionConfig.FromJson(JsonConfig.Parse(json.ToJsonString(), "patched tiny-sd15 config"));
     }
@@ -107,9 +107,9 @@ public sealed class UNet2DConditionVariantsTests
     [Test]
     public void LoadsAnExplicitWeightsFileAndReportsAMissingOne()
     {
-        var dir = Fixtures.PathOf("tiny-sd15", "unet");
+        var dir = Path.Combine(Pipelines.GeneratedModel.Folder, "unet");
         using (var unet = UNet2DConditionModel.Load(dir, CPU, ScalarType.Float32, "diffusion_pytorch_model.safetensors"))
-            Assert.That(unet.SampleSize, Is.EqualTo(16));
+            Assert.That(unet.SampleSize, Is.EqualTo(8));
         var e = Assert.Throws<FileNotFoundException>(() => UNet2DConditionModel.Load(dir, CPU, ScalarType.Float32, "no-such.safetensors"));
         Assert.That(e!.Message, Does.Contain("no-such.safetensors"));
     }

@@ -11,7 +11,7 @@ public sealed class AutoencoderKLBadInputTests
     [Test]
     public void MissingTensorIsNamed()
     {
-        using var copy = VaeFolderCopy.Of("tiny-sd2v", drop: ["decoder.conv_out.bias"]);
+        using var copy = VaeFolderCopy.Of(VaeFolderCopy.Generated, drop: ["decoder.conv_out.bias"]);
         var e = Assert.Throws<InvalidDataException>(() => AutoencoderKL.Load(copy.Dir, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain("decoder.conv_out.bias").And.Contain("missing"));
     }
@@ -27,7 +27,7 @@ public sealed class AutoencoderKLBadInputTests
     [Test]
     public void WrongShapedTensorIsNamedWithBothShapes()
     {
-        using var copy = VaeFolderCopy.Of("tiny-sd2v", reshape: new Dictionary<string, long[]> { ["quant_conv.weight"] = [8, 8] });
+        using var copy = VaeFolderCopy.Of(VaeFolderCopy.Generated, reshape: new Dictionary<string, long[]> { ["quant_conv.weight"] = [8, 8] });
         var e = Assert.Throws<InvalidDataException>(() => AutoencoderKL.Load(copy.Dir, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain("quant_conv.weight").And.Contain("[8, 8]").And.Contain("[8, 8, 1, 1]"));
     }
@@ -48,7 +48,7 @@ public sealed class AutoencoderKLBadInputTests
     [Test]
     public void ConfigThatDoesNotMatchTheWeightsIsRefused()
     {
-        using var copy = VaeFolderCopy.Of("tiny-sd2v", editConfig: c => c["use_quant_conv"] = false);
+        using var copy = VaeFolderCopy.Of(VaeFolderCopy.Generated, editConfig: c => c["use_quant_conv"] = false);
         var e = Assert.Throws<InvalidDataException>(() => AutoencoderKL.Load(copy.Dir, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain("quant_conv.weight").And.Contain("unexpected"));
     }
@@ -62,7 +62,7 @@ public sealed class AutoencoderKLBadInputTests
     [TestCase("_class_name", "\"AsymmetricAutoencoderKL\"")]
     public void UnsupportedConfigValueIsRefused(string key, string json)
     {
-        using var copy = VaeFolderCopy.Of("tiny-sd15", editConfig: c => c[key] = System.Text.Json.Nodes.JsonNode.Parse(json));
+        using var copy = VaeFolderCopy.Of(VaeFolderCopy.Generated, editConfig: c => c[key] = System.Text.Json.Nodes.JsonNode.Parse(json));
         var e = Assert.Throws<NotSupportedException>(() => AutoencoderKL.Load(copy.Dir, CPU, ScalarType.Float32));
         Assert.That(e!.Message, Does.Contain(key).And.Contain("config.json"));
     }
@@ -78,7 +78,7 @@ public sealed class AutoencoderKLBadInputTests
     [Test]
     public void WrongShapedInputsAreRefused()
     {
-        using var vae = AutoencoderKL.Load(Fixtures.PathOf("tiny-sd2v", "vae"), CPU, ScalarType.Float32);
+        using var vae = Pipelines.GeneratedModel.CreateVae();
         using var scope = NewDisposeScope();
         var e = Assert.Throws<ArgumentException>(() => vae.Decode(zeros(1, 3, 16, 16)));
         Assert.That(e!.Message, Does.Contain("[batch, 4, height, width]").And.Contain("[1, 3, 16, 16]"));

@@ -2,12 +2,16 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using LatentDiffusion.Tests.Pipelines;
 
 namespace LatentDiffusion.Tests.Vae;
 
 /// <summary>A temporary copy of a fixture VAE folder with an edited config or weights file, to test how loading fails.</summary>
 internal sealed class VaeFolderCopy : IDisposable
 {
+    /// <summary>The model name for <see cref="GeneratedModel"/>'s VAE (4 levels of 16/16/32/32 channels, current attention names), which needs no fixtures.</summary>
+    public const string Generated = "generated";
+
     public string Dir { get; }
 
     private VaeFolderCopy(string dir) => Dir = dir;
@@ -19,7 +23,7 @@ internal sealed class VaeFolderCopy : IDisposable
     public static VaeFolderCopy Of(string model, Action<JsonObject>? editConfig = null, IEnumerable<string>? drop = null,
         IReadOnlyDictionary<string, long[]>? reshape = null)
     {
-        string source = Fixtures.PathOf(model, "vae");
+        string source = model == Generated ? Path.Combine(GeneratedModel.Folder, "vae") : Fixtures.PathOf(model, "vae");
         string dir = Path.Combine(Path.GetTempPath(), "ld-vae-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
