@@ -7,6 +7,7 @@ using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.Tools.TrainShapes;
+using LatentDiffusion.Shapes;
 using LatentDiffusion.Training;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;

@@ -3,7 +3,7 @@ using System.Text.Json;
 using LatentDiffusion.Loading;
 using LatentDiffusion.Text;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>
 /// A small closed CLIP-style byte-level BPE vocabulary for the shapes data set, written as the classic tokenizer folder
