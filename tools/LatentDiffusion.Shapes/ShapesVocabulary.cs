@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Text;
 
 namespace LatentDiffusion.Shapes;

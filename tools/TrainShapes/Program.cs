@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;

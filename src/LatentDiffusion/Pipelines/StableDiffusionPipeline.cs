@@ -5,7 +5,6 @@ using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;
-using LatentDiffusion.Loading;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using SixLabors.ImageSharp;

@@ -1,4 +1,4 @@
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Text;
 using NUnit.Framework;
 using TorchSharp;
