@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Runtime;
-using LatentDiffusion.Training;
+using LatentDiffusion.Shapes;
 
 namespace LatentDiffusion.Benchmarks;
 

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using NUnit.Framework;
 using static TorchSharp.torch;
 

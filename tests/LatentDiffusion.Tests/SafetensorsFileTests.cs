@@ -1,4 +1,3 @@
-using LatentDiffusion.Loading;
 using NUnit.Framework;
 using TorchSharp;
 

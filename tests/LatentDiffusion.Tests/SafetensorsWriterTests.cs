@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using NUnit.Framework;
 using static TorchSharp.torch;
 

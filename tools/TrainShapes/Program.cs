@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.Tools.TrainShapes;
+using LatentDiffusion.Shapes;
 using LatentDiffusion.Training;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;

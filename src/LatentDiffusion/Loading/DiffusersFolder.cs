@@ -1,3 +1,4 @@
+using LatentDiffusion.Formats;
 using Microsoft.Extensions.Logging;
 
 namespace LatentDiffusion.Loading;

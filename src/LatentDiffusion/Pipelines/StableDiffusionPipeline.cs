@@ -1,12 +1,11 @@
 using System.Diagnostics;
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Layers;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;
-using LatentDiffusion.Loading;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using SixLabors.ImageSharp;

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.Schedulers;
 

@@ -1,5 +1,5 @@
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.Schedulers;
 

@@ -1,6 +1,6 @@
 using System.Text.Json;
 using LatentDiffusion.Layers;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.UNet;
 

@@ -1,6 +1,6 @@
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Layers;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;

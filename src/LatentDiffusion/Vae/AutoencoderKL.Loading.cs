@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Vae;

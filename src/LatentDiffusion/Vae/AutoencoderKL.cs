@@ -1,5 +1,4 @@
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.Vae;
 
@@ -70,7 +70,7 @@ public sealed class AutoencoderKLConfig
         return new System.Text.Json.Nodes.JsonObject
         {
             ["_class_name"] = "AutoencoderKL",
-            ["_diffusers_version"] = LatentDiffusion.Loading.ConfigJson.DiffusersVersion,
+            ["_diffusers_version"] = LatentDiffusion.Formats.ConfigJson.DiffusersVersion,
             ["act_fn"] = ActFn,
             ["block_out_channels"] = List(BlockOutChannels),
             ["down_block_types"] = List(DownBlockTypes),

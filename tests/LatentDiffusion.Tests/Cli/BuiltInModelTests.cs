@@ -1,6 +1,6 @@
 using LatentDiffusion.Cli;
 using LatentDiffusion.Pipelines;
-using LatentDiffusion.Training;
+using LatentDiffusion.Shapes;
 using NUnit.Framework;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;

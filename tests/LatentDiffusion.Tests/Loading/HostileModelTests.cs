@@ -1,3 +1,4 @@
+using LatentDiffusion.Formats;
 using System.Text;
 using System.Text.Json.Nodes;
 using LatentDiffusion.Loading;

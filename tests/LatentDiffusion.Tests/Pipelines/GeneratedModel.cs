@@ -1,3 +1,4 @@
+using LatentDiffusion.Shapes;
 using System.Text.Json.Nodes;
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Text;

@@ -1,6 +1,6 @@
 using System.Text.Json;
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Schedulers;
 using NUnit.Framework;
 using TorchSharp;

@@ -1,5 +1,5 @@
 using LatentDiffusion.Tests.Pipelines;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Text;
 using NUnit.Framework;
 using TorchSharp;

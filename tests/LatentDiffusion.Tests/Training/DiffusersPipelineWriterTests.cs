@@ -1,4 +1,4 @@
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Text;
 using LatentDiffusion.Training;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LatentDiffusion.Pipelines;
+using LatentDiffusion.Shapes;
 using LatentDiffusion.Training;
 using NUnit.Framework;
 using TorchSharp;

@@ -1,6 +1,7 @@
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
+using LatentDiffusion.Shapes;
 using LatentDiffusion.Training;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;

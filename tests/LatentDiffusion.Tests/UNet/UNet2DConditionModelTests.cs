@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
-using LatentDiffusion.Loading;
 using LatentDiffusion.Training;
+using LatentDiffusion.Formats;
 using LatentDiffusion.UNet;
 using NUnit.Framework;
 using static TorchSharp.torch;

@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.UNet;
 using NUnit.Framework;
 using static TorchSharp.torch;

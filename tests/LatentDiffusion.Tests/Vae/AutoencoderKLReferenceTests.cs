@@ -1,4 +1,4 @@
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Vae;
 using NUnit.Framework;
 using static TorchSharp.torch;

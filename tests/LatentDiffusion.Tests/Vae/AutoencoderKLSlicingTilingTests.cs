@@ -1,3 +1,4 @@
+using LatentDiffusion.Formats;
 using LatentDiffusion.Loading;
 using LatentDiffusion.Training;
 using LatentDiffusion.Vae;

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.Loading.SingleFile;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using LatentDiffusion.Formats;
 
 namespace LatentDiffusion.Loading.SingleFile;
 

@@ -1,3 +1,4 @@
+using LatentDiffusion.Formats;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Loading.SingleFile;

@@ -1,3 +1,5 @@
+using LatentDiffusion.Formats;
+
 namespace LatentDiffusion.Loading.SingleFile;
 
 /// <summary>

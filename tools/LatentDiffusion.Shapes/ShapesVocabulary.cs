@@ -1,9 +1,9 @@
 using System.Text;
 using System.Text.Json;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Text;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>
 /// A small closed CLIP-style byte-level BPE vocabulary for the shapes data set, written as the classic tokenizer folder

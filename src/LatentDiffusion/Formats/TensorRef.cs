@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>
 /// Where one model weight lives on disk: a tensor in a safetensors file, with an optional reshape (for example the

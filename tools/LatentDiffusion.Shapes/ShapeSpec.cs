@@ -1,4 +1,4 @@
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>The shapes of the built-in synthetic data set; each has a distinct fill ratio or balance that <see cref="ShapeJudge"/> can measure.</summary>
 public enum ShapeKind

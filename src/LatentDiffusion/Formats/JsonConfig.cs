@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>
 /// A component's <c>config.json</c> with typed, defaulted reads and explicit refusal of values the library does not

@@ -3,7 +3,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>Writing component configs the way diffusers and transformers write them.</summary>
 public static class ConfigJson

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>One judged picture: what was asked for, how much of it the prompt stated, and what the judge saw.</summary>
 /// <param name="Spec">The content asked for.</param>

@@ -2,7 +2,7 @@ using System.Text;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>
 /// Writes a grid of pictures to one PNG for eyeballing a model's outputs. No font library is available, so captions are

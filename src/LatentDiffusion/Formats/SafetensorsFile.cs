@@ -5,7 +5,7 @@ using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>One tensor's entry in a safetensors header.</summary>
 /// <param name="Name">The tensor's name.</param>

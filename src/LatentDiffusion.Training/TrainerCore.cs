@@ -1,6 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -1,8 +1,8 @@
 using LatentDiffusion.Text;
-using LatentDiffusion.Training;
+using LatentDiffusion.Shapes;
 using NUnit.Framework;
 
-namespace LatentDiffusion.Tests.Training;
+namespace LatentDiffusion.Tests.Shapes;
 
 public sealed class ShapesVocabularyTests
 {

@@ -1,6 +1,4 @@
-using LatentDiffusion.Pipelines;
-
-namespace LatentDiffusion.Abstractions;
+namespace LatentDiffusion.Pipelines;
 
 /// <summary>A loaded diffusion pipeline: prompt in, images out.</summary>
 public interface IPipeline : IDisposable, IAsyncDisposable

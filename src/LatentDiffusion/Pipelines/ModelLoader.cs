@@ -1,6 +1,7 @@
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Formats;
+using LatentDiffusion.Loading;
 using LatentDiffusion.Loading.SingleFile;
-using LatentDiffusion.Pipelines;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
@@ -10,7 +11,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Pipelines;
 
 /// <summary>Builds a pipeline from what is on disk: a diffusers folder or a single-file checkpoint.</summary>
 internal static class ModelLoader

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>Copies weights named as the reference names them into a module's parameters and buffers, checking names and shapes.</summary>
 public static class WeightLoader

@@ -1,10 +1,10 @@
-using LatentDiffusion.Training;
+using LatentDiffusion.Shapes;
 using NUnit.Framework;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
 
-namespace LatentDiffusion.Tests.Training;
+namespace LatentDiffusion.Tests.Shapes;
 
 public sealed class ShapeJudgeTests
 {

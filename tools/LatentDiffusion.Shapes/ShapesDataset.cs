@@ -3,7 +3,7 @@ using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>One training example: what is drawn and how it is described.</summary>
 /// <param name="Spec">The picture's content, jitter included.</param>

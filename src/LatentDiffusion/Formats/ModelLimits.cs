@@ -1,4 +1,4 @@
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>
 /// Upper bounds on the size-like numbers of model configs (and on the indices in single-file tensor names). A config or

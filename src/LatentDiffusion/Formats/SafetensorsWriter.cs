@@ -3,7 +3,7 @@ using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Loading;
+namespace LatentDiffusion.Formats;
 
 /// <summary>
 /// Writes <c>.safetensors</c> files that the reference readers (and <see cref="SafetensorsFile"/>) accept: an 8-byte

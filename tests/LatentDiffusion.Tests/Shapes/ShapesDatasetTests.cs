@@ -1,8 +1,8 @@
-using LatentDiffusion.Training;
+using LatentDiffusion.Shapes;
 using NUnit.Framework;
 using TorchSharp;
 
-namespace LatentDiffusion.Tests.Training;
+namespace LatentDiffusion.Tests.Shapes;
 
 public sealed class ShapesDatasetTests
 {

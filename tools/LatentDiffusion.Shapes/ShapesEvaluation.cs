@@ -2,7 +2,7 @@ using LatentDiffusion.Pipelines;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>
 /// Generates the held-out evaluation prompts with a pipeline and judges each picture (<see cref="ShapeJudge"/>): the

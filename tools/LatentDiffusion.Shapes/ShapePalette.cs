@@ -1,4 +1,4 @@
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>
 /// The exact RGB values of the colour words. They were picked at least 90 (of 255) apart in RGB so that a blurry or noisy

@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
 using LatentDiffusion.Vae;

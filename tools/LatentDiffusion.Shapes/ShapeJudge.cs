@@ -3,7 +3,7 @@ using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace LatentDiffusion.Training;
+namespace LatentDiffusion.Shapes;
 
 /// <summary>What <see cref="ShapeJudge"/> sees in a picture. Shape, colour, size and position are null when no shape was found.</summary>
 /// <param name="Shape">The shape kind.</param>
