@@ -39,6 +39,13 @@ public static class SchedulerRegistry
         new("unipc", "UniPCMultistepScheduler", "UniPC", (c, o) => new UniPcMultistepScheduler(c, o), None),
         new("deis", "DEISMultistepScheduler", "DEIS", (c, o) => new DeisMultistepScheduler(c, o), None),
         new("lcm", "LCMScheduler", "LCM", (c, o) => new LcmScheduler(c, o), None),
+        // Added samplers and variants (issue 12); each name implies the settings that define it.
+        new("dpm++2m-sde", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["use_karras_sigmas"] = "false" }),
+        new("dpm++3m-sde", "DPMSolverMultistepScheduler", "DPM++ 3M SDE", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["solver_order"] = "3", ["use_karras_sigmas"] = "false" }),
+        new("dpm++3m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 3M SDE Karras", (c, o) => new DpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["solver_order"] = "3", ["use_karras_sigmas"] = "true" }),
     ];
 
     /// <summary>The supported short names, in a stable order.</summary>
