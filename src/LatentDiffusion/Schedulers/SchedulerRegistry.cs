@@ -46,6 +46,7 @@ public static class SchedulerRegistry
             new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["solver_order"] = "3", ["use_karras_sigmas"] = "false" }),
         new("dpm++3m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 3M SDE Karras", (c, o) => new DpmSolverMultistepScheduler(c, o),
             new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["solver_order"] = "3", ["use_karras_sigmas"] = "true" }),
+        new("dpm++2s-a", DpmSolverPlusPlus2SAncestralScheduler.Name, "DPM++ 2S a", (c, o) => new DpmSolverPlusPlus2SAncestralScheduler(c, o), None),
     ];
 
     /// <summary>The supported short names, in a stable order.</summary>
