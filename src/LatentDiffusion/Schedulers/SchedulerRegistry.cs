@@ -47,6 +47,12 @@ public static class SchedulerRegistry
         new("dpm++3m-sde-karras", "DPMSolverMultistepScheduler", "DPM++ 3M SDE Karras", (c, o) => new DpmSolverMultistepScheduler(c, o),
             new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++", ["solver_order"] = "3", ["use_karras_sigmas"] = "true" }),
         new("dpm++2s-a", DpmSolverPlusPlus2SAncestralScheduler.Name, "DPM++ 2S a", (c, o) => new DpmSolverPlusPlus2SAncestralScheduler(c, o), None),
+        new("tcd", "TCDScheduler", "TCD", CreateTcd, None),
+        new("edm-euler", "EDMEulerScheduler", "Euler (EDM)", (c, o) => new EdmEulerScheduler(c, o), None),
+        new("edm-dpm++2m", "EDMDPMSolverMultistepScheduler", "DPM++ 2M (EDM)", (c, o) => new EdmDpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver++" }),
+        new("edm-dpm++2m-sde", "EDMDPMSolverMultistepScheduler", "DPM++ 2M SDE (EDM)", (c, o) => new EdmDpmSolverMultistepScheduler(c, o),
+            new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++" }),
     ];
 
     /// <summary>The supported short names, in a stable order.</summary>
@@ -93,6 +99,19 @@ public static class SchedulerRegistry
         ArgumentNullException.ThrowIfNull(name);
         return Entries.FirstOrDefault(e => string.Equals(e.Name, name.Trim(), StringComparison.OrdinalIgnoreCase))
             ?? throw new ArgumentException($"Unknown scheduler '{name}' (supported: {string.Join(", ", Names)}).", nameof(name));
+    }
+
+    private static TcdScheduler CreateTcd(JsonConfig? config, IReadOnlyDictionary<string, string>? overrides)
+    {
+        // γ ("eta") is a step argument in the reference (default 0.3), not a config key; accept it here like DDIM's.
+        double eta = TcdScheduler.DefaultEta;
+        if (overrides is not null && overrides.TryGetValue("eta", out var text))
+        {
+            if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out eta) || !(eta >= 0 && eta <= 1))
+                throw new ArgumentException($"TCDScheduler override eta={text}: expected a number in [0, 1].", nameof(overrides));
+            overrides = overrides.Where(kv => kv.Key != "eta").ToDictionary();
+        }
+        return new TcdScheduler(config, overrides, eta);
     }
 
     private static DdimScheduler CreateDdim(JsonConfig? config, IReadOnlyDictionary<string, string>? overrides)
