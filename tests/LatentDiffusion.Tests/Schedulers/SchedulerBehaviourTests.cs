@@ -37,7 +37,7 @@ public sealed class SchedulerBehaviourTests
         {
             "ddim", "ddpm", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras",
             "dpm++2s", "kdpm2", "kdpm2-a", "unipc", "deis", "lcm", "dpm++2m-sde", "dpm++3m-sde", "dpm++3m-sde-karras",
-            "dpm++2s-a", "tcd", "edm-euler", "edm-dpm++2m", "edm-dpm++2m-sde",
+            "dpm++2s-a", "tcd", "dpm++sde", "dpm++sde-karras", "edm-euler", "edm-dpm++2m", "edm-dpm++2m-sde",
         }));
 
     [Test]
