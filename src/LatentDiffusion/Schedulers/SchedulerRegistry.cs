@@ -67,25 +67,126 @@ public static class SchedulerRegistry
 
     /// <summary>The reference class behind a short name.</summary>
     /// <exception cref="ArgumentException">Unknown name.</exception>
-    public static string ClassNameOf(string name) => Find(name).ClassName;
+    public static string ClassNameOf(string name) => FindWithSchedule(name).Entry.ClassName;
 
     /// <summary>The name the AUTOMATIC1111 web UI uses for a short name (e.g. "DPM++ 2M Karras").</summary>
     /// <exception cref="ArgumentException">Unknown name.</exception>
-    public static string A1111NameOf(string name) => Find(name).A1111Name;
+    public static string A1111NameOf(string name)
+    {
+        var (entry, family) = FindWithSchedule(name);
+        return family is null ? entry.A1111Name : $"{entry.A1111Name} {SigmaScheduleFamilies.A1111Label(family)}";
+    }
 
     /// <summary>
     /// Builds the named scheduler from the model's scheduler config (keys the class does not know are ignored, missing
     /// keys take the class's defaults) plus <paramref name="overrides"/> (config keys of the class, values as text,
-    /// e.g. <c>use_karras_sigmas=true</c>; for <c>ddim</c> also <c>eta</c>).
+    /// e.g. <c>use_karras_sigmas=true</c>; for <c>ddim</c> and <c>tcd</c> also <c>eta</c>; for the sigma samplers also
+    /// <c>schedule</c>, a family as popular UIs name it: karras, exponential, beta, normal, simple, sgm_uniform,
+    /// ddim_uniform). A name may carry a schedule family as a suffix, e.g. <c>euler-sgm_uniform</c> or <c>heun-beta</c>.
     /// </summary>
     /// <exception cref="ArgumentException">Unknown name, or an override key the class does not have.</exception>
     /// <exception cref="NotSupportedException">A config value the library does not implement.</exception>
     public static IScheduler Create(string name, JsonConfig? modelSchedulerConfig, IReadOnlyDictionary<string, string>? overrides = null)
     {
-        var entry = Find(name);
+        var (entry, suffix) = FindWithSchedule(name);
         var merged = new Dictionary<string, string>(entry.Implied);
         if (overrides is not null) foreach (var (k, v) in overrides) merged[k] = v;
+        string? family = suffix;
+        if (merged.Remove(SigmaScheduleFamilies.Key, out var chosen))
+            family = SigmaScheduleFamilies.Normalise(chosen)
+                ?? throw new ArgumentException($"Unknown schedule '{chosen}' (supported: {string.Join(", ", SigmaScheduleFamilies.All)}).", nameof(overrides));
+        if (family is not null)
+        {
+            foreach (var spacing in new[] { "karras", "exponential", "beta" })
+                if (spacing != family && overrides is not null && overrides.TryGetValue($"use_{spacing}_sigmas", out var on) && on.Trim().Equals("true", StringComparison.OrdinalIgnoreCase))
+                    throw new ArgumentException($"Schedule '{family}' contradicts the override use_{spacing}_sigmas=true.", nameof(overrides));
+            modelSchedulerConfig = ApplySchedule(entry, family, modelSchedulerConfig, merged);
+        }
         return entry.Create(modelSchedulerConfig, merged);
+    }
+
+    /// <summary>The classes that build their sigmas with <see cref="SigmaSchedule.Build"/>, where every schedule family applies.</summary>
+    private static readonly string[] SigmaSamplers =
+    [
+        "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler", DpmSolverPlusPlus2SAncestralScheduler.Name, "DPMSolverSDEScheduler",
+    ];
+
+    /// <summary>
+    /// Applies a schedule family (a name suffix such as <c>-sgm_uniform</c>, or the <c>schedule</c> override): through the
+    /// class's own <c>use_*_sigmas</c> key where it has one (EDM: <c>sigma_schedule</c>), otherwise as the extension key
+    /// <c>schedule</c> in the config the sigma samplers read.
+    /// </summary>
+    private static JsonConfig? ApplySchedule(Entry entry, string family, JsonConfig? config, Dictionary<string, string> merged)
+    {
+        var keys = KeysOf(entry.ClassName);
+        if (entry.ClassName is "EDMEulerScheduler" or "EDMDPMSolverMultistepScheduler")
+        {
+            if (family is not ("karras" or "exponential"))
+                throw new NotSupportedException($"{entry.ClassName}: schedule '{family}' is not supported (supported: karras, exponential).");
+            merged["sigma_schedule"] = family;
+            return config;
+        }
+        bool sigmaSampler = SigmaSamplers.Contains(entry.ClassName);
+        bool custom = SigmaScheduleFamilies.Custom.Contains(family);
+        if (!sigmaSampler && (custom || !keys.Contains("use_karras_sigmas")))
+            throw new NotSupportedException($"{entry.ClassName}: schedule '{family}' is not supported" + (keys.Contains("use_karras_sigmas")
+                ? " (supported: karras, exponential, beta)." : $"; schedules apply to the sigma samplers ({string.Join(", ", SigmaSamplers)}) and, as karras/exponential/beta, to the exponential-integrator solvers."));
+        if (keys.Contains("use_karras_sigmas"))
+        {
+            foreach (var spacing in new[] { "karras", "exponential", "beta" })
+                merged[$"use_{spacing}_sigmas"] = (spacing == family).ToString().ToLowerInvariant();
+            if (!custom) return config;
+        }
+        var node = config is null ? new System.Text.Json.Nodes.JsonObject() : System.Text.Json.Nodes.JsonNode.Parse(config.Root.GetRawText())!.AsObject();
+        node[SigmaScheduleFamilies.Key] = family;
+        return SchedulerConfig.Parse(node.ToJsonString(), (config?.Source ?? "defaults") + $" with schedule {family}");
+    }
+
+    /// <summary>The config keys of a class.</summary>
+    private static HashSet<string> KeysOf(string className)
+    {
+        IEnumerable<(string Key, object? Default)> defaults = className switch
+        {
+            "DDIMScheduler" => DdimScheduler.Defaults,
+            "DDPMScheduler" => DdpmScheduler.Defaults,
+            "LMSDiscreteScheduler" => LmsDiscreteScheduler.Defaults,
+            "EulerDiscreteScheduler" => EulerDiscreteScheduler.Defaults,
+            "EulerAncestralDiscreteScheduler" => EulerAncestralDiscreteScheduler.Defaults,
+            "HeunDiscreteScheduler" => HeunDiscreteScheduler.Defaults,
+            "DPMSolverMultistepScheduler" => DpmSolverMultistepScheduler.Defaults,
+            "DPMSolverSinglestepScheduler" => DpmSolverSinglestepScheduler.Defaults,
+            "KDPM2DiscreteScheduler" => KDpm2DiscreteScheduler.Defaults,
+            "KDPM2AncestralDiscreteScheduler" => KDpm2AncestralDiscreteScheduler.Defaults,
+            "UniPCMultistepScheduler" => UniPcMultistepScheduler.Defaults,
+            "DEISMultistepScheduler" => DeisMultistepScheduler.Defaults,
+            "LCMScheduler" => LcmScheduler.Defaults,
+            "TCDScheduler" => TcdScheduler.Defaults,
+            "DPMSolverSDEScheduler" => DpmSolverSdeScheduler.Defaults,
+            DpmSolverPlusPlus2SAncestralScheduler.Name => DpmSolverPlusPlus2SAncestralScheduler.Defaults,
+            _ => [],
+        };
+        return [.. defaults.Select(d => d.Key)];
+    }
+
+    /// <summary>A registered name, or one with a schedule-family suffix (e.g. <c>euler-sgm_uniform</c>, <c>heun-karras</c>).</summary>
+    private static (Entry Entry, string? Family) FindWithSchedule(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        string trimmed = name.Trim();
+        var exact = Entries.FirstOrDefault(e => string.Equals(e.Name, trimmed, StringComparison.OrdinalIgnoreCase));
+        if (exact is not null) return (exact, null);
+        foreach (var family in SigmaScheduleFamilies.All)
+        {
+            foreach (var spelling in new[] { family, family.Replace('_', '-') })
+            {
+                if (!trimmed.EndsWith("-" + spelling, StringComparison.OrdinalIgnoreCase)) continue;
+                string baseName = trimmed[..^(spelling.Length + 1)];
+                var entry = Entries.FirstOrDefault(e => string.Equals(e.Name, baseName, StringComparison.OrdinalIgnoreCase));
+                if (entry is not null) return (entry, family);
+            }
+        }
+        return (Find(trimmed), null);
     }
 
     /// <summary>Builds the scheduler the config names in <c>_class_name</c>, as the reference pipeline loads its scheduler.</summary>

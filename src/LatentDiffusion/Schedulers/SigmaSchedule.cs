@@ -34,17 +34,31 @@ internal static class SigmaSchedule
             sigmaMin = config.Double("sigma_min", sigmaMin);
             sigmaMax = config.Double("sigma_max", sigmaMax);
         }
-        if (config.Bool("use_karras_sigmas", false))
+        // The schedule families of popular UIs (SigmaScheduleFamilies): an extension key, never set by the reference.
+        string? family = config.String(SigmaScheduleFamilies.Key, null);
+        if (family is not null)
+            family = SigmaScheduleFamilies.Normalise(family)
+                ?? throw new NotSupportedException($"Config '{config.Source}': schedule '{family}' is not supported (supported: {string.Join(", ", SigmaScheduleFamilies.All)}).");
+        if (family is not null && SigmaScheduleFamilies.Custom.Contains(family))
+        {
+            if (AlternativeSpacing(config))
+                throw new NotSupportedException($"Config '{config.Source}': schedule '{family}' cannot be combined with use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas.");
+            var list = SigmaScheduleFamilies.Build(family, full, steps);
+            var custom = list[..^1];
+            var ct = custom.Select(x => (double)(float)NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
+            return (ct, list);
+        }
+        if (config.Bool("use_karras_sigmas", false) || family == "karras")
         {
             sig = NoiseSchedule.Karras(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
-        else if (config.Bool("use_exponential_sigmas", false))
+        else if (config.Bool("use_exponential_sigmas", false) || family == "exponential")
         {
             sig = Exponential(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
-        else if (config.Bool("use_beta_sigmas", false))
+        else if (config.Bool("use_beta_sigmas", false) || family == "beta")
         {
             sig = BetaSigmas.Build(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
