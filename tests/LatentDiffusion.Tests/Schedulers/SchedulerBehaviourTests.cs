@@ -109,7 +109,7 @@ public sealed class SchedulerBehaviourTests
     {
         Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("dpm++2m", null, new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver" }));
         Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("dpm++2s", null, new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver" }));
-        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("ddpm", null, new Dictionary<string, string> { ["variance_type"] = "learned_range" }));
+        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("ddpm", null, new Dictionary<string, string> { ["variance_type"] = "fixed_large_log" }));
         Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("euler", null, new Dictionary<string, string> { ["use_beta_sigmas"] = "true", ["use_exponential_sigmas"] = "true" }));
     }
 
