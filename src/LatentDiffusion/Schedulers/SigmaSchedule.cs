@@ -20,13 +20,15 @@ internal static class SigmaSchedule
     /// Timesteps and sigmas for <paramref name="steps"/> steps: the model's own sigmas interpolated at the spaced
     /// timesteps, or Karras / exponential sigmas mapped back to fractional timesteps; a final sigma appended.
     /// </summary>
-    public static (double[] Timesteps, float[] Sigmas) Build(JsonConfig config, float[] alphasCumprod, int steps, string finalSigma = "zero", bool configSigmaRange = false, bool logLinear = false)
+    public static (double[] Timesteps, float[] Sigmas) Build(JsonConfig config, float[] alphasCumprod, int steps, string finalSigma = "zero", bool configSigmaRange = false, bool logLinear = false, bool hasSpacingKeys = true)
     {
         int T = alphasCumprod.Length;
         var t = NoiseSchedule.SpacedTimesteps(config, T, steps, roundLinspace: false);
         var full = NoiseSchedule.Sigmas(alphasCumprod);
         var logSigmas = NoiseSchedule.LogSigmas(full);
         var sig = logLinear ? LogLinear(full, steps) : t.Select(x => NoiseSchedule.Interp(x, full)).ToArray();
+        // A class without the use_*_sigmas keys (Euler ancestral) ignores them when a model config carries them along.
+        if (!hasSpacingKeys) config = WithoutSpacingKeys(config);
         RequireOneSpacing(config);
         double sigmaMin = sig[^1], sigmaMax = sig[0];
         if (configSigmaRange)
@@ -77,6 +79,16 @@ internal static class SigmaSchedule
         using var scope = torch.NewDisposeScope();
         var s = torch.linspace(MathF.Log(modelSigmas[^1]), MathF.Log(modelSigmas[0]), steps + 1, dtype: ScalarType.Float32).exp();
         return s.data<float>().ToArray().Select(v => (double)v).ToArray();
+    }
+
+    /// <summary>The config without the three use_*_sigmas keys (as the reference's classes that do not have them).</summary>
+    private static JsonConfig WithoutSpacingKeys(JsonConfig config)
+    {
+        if (!SigmaKeys.Any(k => config.Has(k.Key))) return config;
+        var node = System.Text.Json.Nodes.JsonNode.Parse(config.Root.GetRawText())!.AsObject();
+        foreach (var (key, _) in SigmaKeys) node.Remove(key);
+        using var doc = System.Text.Json.JsonDocument.Parse(node.ToJsonString());
+        return new JsonConfig(doc.RootElement, config.Source);
     }
 
     /// <summary>The EDM noise conditioning c_noise = ¼·ln σ of every sigma but the final one, in float32 (the reference's continuous timesteps).</summary>

@@ -95,6 +95,20 @@ public sealed class SigmaScheduleFamilyTests
     }
 
     [Test]
+    public void EulerAncestralIgnoresSpacingKeysItDoesNotHave()
+    {
+        // The reference's EulerAncestralDiscreteScheduler has no use_karras_sigmas: a DPM++ Karras config swapped in
+        // (from_config) keeps it unused. Only the explicit schedule family changes Euler a's sigmas.
+        var karrasConfig = SchedulerConfig.Parse("""{"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "use_karras_sigmas": true}""", "karras model config");
+        var plainConfig = SchedulerConfig.Parse("""{"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}""", "plain model config");
+        using var swapped = SchedulerRegistry.Create("euler-a", karrasConfig).Start(10);
+        using var plain = SchedulerRegistry.Create("euler-a", plainConfig).Start(10);
+        Assert.That(swapped.Sigmas, Is.EqualTo(plain.Sigmas));
+        using var karras = SchedulerRegistry.Create("euler-a-karras", plainConfig).Start(10);
+        Assert.That(karras.Sigmas, Is.Not.EqualTo(plain.Sigmas));
+    }
+
+    [Test]
     public void SchedulesAClassCannotTakeAreRefused()
     {
         Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("ddim-karras", Sd15));
