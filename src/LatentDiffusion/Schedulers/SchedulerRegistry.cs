@@ -91,6 +91,12 @@ public static class SchedulerRegistry
         var (entry, suffix) = FindWithSchedule(name);
         var merged = new Dictionary<string, string>(entry.Implied);
         if (overrides is not null) foreach (var (k, v) in overrides) merged[k] = v;
+        return CreateWithSchedule(entry, suffix, modelSchedulerConfig, merged, overrides);
+    }
+
+    /// <summary>Builds <paramref name="entry"/>'s class, applying a schedule family from the name suffix or the <c>schedule</c> override.</summary>
+    private static IScheduler CreateWithSchedule(Entry entry, string? suffix, JsonConfig? modelSchedulerConfig, Dictionary<string, string> merged, IReadOnlyDictionary<string, string>? overrides)
+    {
         string? family = suffix;
         if (merged.Remove(SigmaScheduleFamilies.Key, out var chosen))
             family = SigmaScheduleFamilies.Normalise(chosen)
@@ -189,14 +195,18 @@ public static class SchedulerRegistry
         return (Find(trimmed), null);
     }
 
-    /// <summary>Builds the scheduler the config names in <c>_class_name</c>, as the reference pipeline loads its scheduler.</summary>
+    /// <summary>
+    /// Builds the scheduler the config names in <c>_class_name</c>, as the reference pipeline loads its scheduler;
+    /// <paramref name="overrides"/> as for <see cref="Create"/> (including <c>schedule</c>).
+    /// </summary>
     /// <exception cref="NotSupportedException">The class is missing or not one the library implements.</exception>
     public static IScheduler FromConfig(JsonConfig config, IReadOnlyDictionary<string, string>? overrides = null)
     {
         string? className = config.String("_class_name", null);
         var entry = Entries.FirstOrDefault(e => e.ClassName == className)
             ?? throw new NotSupportedException($"Config '{config.Source}': '_class_name' = {(className is null ? "missing" : $"'{className}'")} is not a supported scheduler (supported: {string.Join(", ", ClassNames)}).");
-        return entry.Create(config, overrides);
+        if (overrides is null || !overrides.ContainsKey(SigmaScheduleFamilies.Key)) return entry.Create(config, overrides);
+        return CreateWithSchedule(entry, null, config, new Dictionary<string, string>(overrides), overrides);
     }
 
     private static Entry Find(string name)

@@ -95,6 +95,19 @@ public sealed class SigmaScheduleFamilyTests
     }
 
     [Test]
+    public void FromConfigTakesTheScheduleOverrideToo()
+    {
+        // The pipeline applies overrides to the model's own scheduler through FromConfig (an SDXL config is Euler).
+        var scheduler = SchedulerRegistry.FromConfig(Sdxl, new Dictionary<string, string> { ["schedule"] = "sgm_uniform" });
+        using var run = scheduler.Start(4);
+        using var expected = SchedulerRegistry.Create("euler-sgm_uniform", Sdxl).Start(4);
+        Assert.That(scheduler.ClassName, Is.EqualTo("EulerDiscreteScheduler"));
+        Assert.That(run.Sigmas, Is.EqualTo(expected.Sigmas));
+        var full = ModelSigmas(scheduler);
+        AssertClose(run.Sigmas!, [.. Expected("sgm_uniform", full, 4).Select(v => (double)(float)v)], 2e-6, "sigmas");
+    }
+
+    [Test]
     public void EulerAncestralIgnoresSpacingKeysItDoesNotHave()
     {
         // The reference's EulerAncestralDiscreteScheduler has no use_karras_sigmas: a DPM++ Karras config swapped in
