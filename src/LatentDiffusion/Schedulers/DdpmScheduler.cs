@@ -22,8 +22,9 @@ public sealed class DdpmScheduler : DiffusionScheduler
     public DdpmScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DDPMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
-        // "learned" variances need a model that predicts them (extra output channels); Stable Diffusion's do not.
-        Config.RequireOneOf("variance_type", "fixed_small", "fixed_small_log", "fixed_large");
+        // "learned" / "learned_range" need a model that predicts the variance too (twice the sample's channels, e.g.
+        // DeepFloyd IF, unCLIP); Stable Diffusion's do not.
+        Config.RequireOneOf("variance_type", "fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range");
         VarianceType = Config.String("variance_type", "fixed_small")!;
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
     }
@@ -39,6 +40,9 @@ public sealed class DdpmScheduler : DiffusionScheduler
         {
             ThrowIfDisposed();
             using var scope = torch.NewDisposeScope();
+            Tensor? predictedVariance = null;
+            if (s.VarianceType is "learned" or "learned_range")
+                (modelOutput, predictedVariance) = DdpmLearnedVariance.Split(modelOutput, sample, s.VarianceType);
             int t = (int)timestep;
             // The previous timestep is the next entry of the schedule (the reference's previous_timestep).
             int index = IndexForTimestep(timestep);
@@ -56,13 +60,18 @@ public sealed class DdpmScheduler : DiffusionScheduler
             {
                 var noise = Noise(modelOutput);
                 float variance = MathF.Max((1f - aPrev) / (1f - a) * (1f - a / aPrev), 1e-20f);
-                float std = s.VarianceType switch
+                if (predictedVariance is not null)
+                    prevSample = prevSample + DdpmLearnedVariance.Std(s.VarianceType, predictedVariance, variance, 1f - a / aPrev) * noise;
+                else
                 {
-                    "fixed_small_log" => MathF.Exp(0.5f * MathF.Log(variance)),
-                    "fixed_large" => MathF.Sqrt(1f - a / aPrev),
-                    _ => MathF.Sqrt(variance),
-                };
-                prevSample = prevSample + std * noise;
+                    float std = s.VarianceType switch
+                    {
+                        "fixed_small_log" => MathF.Exp(0.5f * MathF.Log(variance)),
+                        "fixed_large" => MathF.Sqrt(1f - a / aPrev),
+                        _ => MathF.Sqrt(variance),
+                    };
+                    prevSample = prevSample + std * noise;
+                }
             }
             return prevSample.MoveToOuterDisposeScope();
         }

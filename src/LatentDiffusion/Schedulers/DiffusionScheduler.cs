@@ -54,7 +54,7 @@ public abstract class DiffusionScheduler : IScheduler
             throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"{ClassName}: inference steps must be between 1 and num_train_timesteps = {NumTrainTimesteps}.");
         var run = CreateRun(inferenceSteps, generator);
         // "leading" spacing plus steps_offset can push the first timestep past the last trained one (e.g. 1000 steps).
-        if (run.Timesteps.Any(t => t < 0 || t > NumTrainTimesteps - 1))
+        if (!ContinuousTimesteps && run.Timesteps.Any(t => t < 0 || t > NumTrainTimesteps - 1))
         {
             run.Dispose();
             throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps,
@@ -62,6 +62,9 @@ public abstract class DiffusionScheduler : IScheduler
         }
         return run;
     }
+
+    /// <summary>Whether the run's timesteps are a continuous noise conditioning (e.g. ¼·ln σ) rather than training timesteps.</summary>
+    internal virtual bool ContinuousTimesteps => false;
 
     /// <summary>Builds the run's schedule (the reference's <c>set_timesteps</c>).</summary>
     internal abstract ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator);

@@ -127,6 +127,11 @@ internal static class DpmSolverMath
             sig = SigmaSchedule.Exponential(sigmaMin, sigmaMax, n);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
+        else if (config.Bool("use_beta_sigmas", false))
+        {
+            sig = BetaSigmas.Build(sigmaMin, sigmaMax, n);
+            t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
+        }
         else
             sig = timesteps.Select(x => NoiseSchedule.Interp(x, full)).ToArray();
         return ([.. t.Select(v => Math.Truncate(v))], sig);
@@ -138,8 +143,7 @@ internal static class DpmSolverMath
     /// <summary>DEIS's and UniPC's "sigma_min" end: the last Karras/exponential sigma, else the model's smallest.</summary>
     public static float ScheduleSigmaMin(JsonConfig config, float[] alphasCumprod, double[] sigmas)
     {
-        bool alternative = config.Bool("use_karras_sigmas", false) || config.Bool("use_exponential_sigmas", false);
-        return alternative ? (float)sigmas[^1] : SigmaMin(alphasCumprod);
+        return SigmaSchedule.AlternativeSpacing(config) ? (float)sigmas[^1] : SigmaMin(alphasCumprod);
     }
 
     /// <summary>The run's float32 sigmas: the schedule and its final sigma.</summary>

@@ -9,7 +9,8 @@ namespace LatentDiffusion.Schedulers;
 /// <summary>
 /// DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
 /// Models"): the reference's <c>DPMSolverMultistepScheduler</c>. A1111's "DPM++ 2M" (with Karras sigmas "DPM++ 2M
-/// Karras"), and with <c>algorithm_type = sde-dpmsolver++</c> "DPM++ 2M SDE", which draws noise every step.
+/// Karras"), and with <c>algorithm_type = sde-dpmsolver++</c> "DPM++ 2M SDE" (order 3: "DPM++ 3M SDE"), which draws
+/// noise every step. The deprecated noise-prediction forms <c>dpmsolver</c> and <c>sde-dpmsolver</c> are supported too.
 /// </summary>
 public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 {
@@ -26,9 +27,13 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     public DpmSolverMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("DPMSolverMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true, adjust: RemapForeignSolver)
     {
-        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
+        string algorithm = Config.String("algorithm_type", "dpmsolver++")!;
+        NoisePrediction = DpmSolverNoisePrediction.Applies(algorithm);
+        (Sde, Heun) = NoisePrediction ? MultistepNoiseSettings(Config) : DpmSolverMath.DpmSolverPlusPlusSettings(Config);
         Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
         SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
+        if (algorithm == "sde-dpmsolver" && SolverOrder == 3)
+            throw new NotSupportedException($"Config '{Config.Source}': algorithm_type 'sde-dpmsolver' has no third-order update (solver_order 1 or 2; the reference fails at its first third-order step).");
         SigmaSchedule.RequireOneSpacing(Config);
         if (Config.Bool("use_lu_lambdas", false) && (Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false)))
             throw new NotSupportedException($"Config '{Config.Source}': use_lu_lambdas cannot be combined with use_karras_sigmas or use_exponential_sigmas.");
@@ -40,6 +45,25 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
         if (config["algorithm_type"]?.GetValue<string>() == "deis") config["algorithm_type"] = "dpmsolver++";
         if (config["solver_type"]?.GetValue<string>() is "logrho" or "bh1" or "bh2") config["solver_type"] = "midpoint";
     }
+
+    /// <summary>
+    /// Validates the deprecated noise-prediction algorithms "dpmsolver" and "sde-dpmsolver": as in the reference they
+    /// cannot end at σ = 0 (ε̂ is undefined there), so they need <c>final_sigmas_type = sigma_min</c>.
+    /// </summary>
+    private static (bool Sde, bool Heun) MultistepNoiseSettings(JsonConfig config)
+    {
+        config.RequireOneOf("solver_type", "midpoint", "heun");
+        config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        config.RequireOneOf("variance_type", "null");
+        DpmSolverMath.RefuseFlowSigmas(config);
+        string algorithm = config.String("algorithm_type", null)!;
+        if (config.String("final_sigmas_type", "zero") == "zero")
+            throw new NotSupportedException($"Config '{config.Source}': final_sigmas_type 'zero' is not supported for algorithm_type '{algorithm}' (set final_sigmas_type to 'sigma_min', as the reference requires).");
+        return (algorithm == "sde-dpmsolver", config.String("solver_type", null) == "heun");
+    }
+
+    /// <summary>Whether the solver integrates the noise prediction (algorithm_type "dpmsolver" / "sde-dpmsolver").</summary>
+    internal bool NoisePrediction { get; }
 
     internal int SolverOrder { get; }
 
@@ -78,7 +102,9 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             int n = Timesteps.Count;
             bool lowerOrderFinal = i == n - 1 && (s.Config.Bool("euler_at_final", false) || (s.Config.Bool("lower_order_final", true) && n < 15) || s.Config.String("final_sigmas_type", "zero") == "zero");
             bool lowerOrderSecond = i == n - 2 && s.Config.Bool("lower_order_final", true) && n < 15;
-            var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+            var x0 = s.NoisePrediction
+                ? DpmSolverNoisePrediction.Convert(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
+                : DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             PushModelOutput(x0);
             var x = sample.to(ScalarType.Float32);
             Tensor? noise = s.Sde ? Noise(x) : null;
@@ -96,26 +122,28 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
         private Tensor FirstOrder(int i, Tensor m0, Tensor x, Tensor? noise)
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
-            var (_, sigmaS, lambdaS) = DpmSolverMath.At(Sig[i]);
+            var (alphaS, sigmaS, lambdaS) = DpmSolverMath.At(Sig[i]);
+            if (s.NoisePrediction) return DpmSolverNoisePrediction.FirstOrder(x, m0, alphaT, sigmaT, alphaS, lambdaT - lambdaS, noise);
             return DpmSolverMath.FirstOrderUpdate(x, m0, alphaT, sigmaT, sigmaS, lambdaT - lambdaS, noise);
         }
 
         private Tensor SecondOrder(int i, Tensor x, Tensor? noise)
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
-            var (_, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
+            var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
             Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!;
             float h = lambdaT - lambdaS0, h0 = lambdaS0 - lambdaS1;
             float r0 = h0 / h;
             var d1 = 1f / r0 * (m0 - m1);
+            if (s.NoisePrediction) return DpmSolverNoisePrediction.SecondOrder(x, m0, d1, alphaT, sigmaT, alphaS0, h, s.Heun, noise);
             return DpmSolverMath.SecondOrderUpdate(x, m0, d1, alphaT, sigmaT, sigmaS0, h, s.Heun, noise);
         }
 
         private Tensor ThirdOrder(int i, Tensor x, Tensor? noise)
         {
             var (alphaT, sigmaT, lambdaT) = DpmSolverMath.At(Sig[i + 1]);
-            var (_, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
+            var (alphaS0, sigmaS0, lambdaS0) = DpmSolverMath.At(Sig[i]);
             var (_, _, lambdaS1) = DpmSolverMath.At(Sig[i - 1]);
             var (_, _, lambdaS2) = DpmSolverMath.At(Sig[i - 2]);
             Tensor m0 = ModelOutputs[^1]!, m1 = ModelOutputs[^2]!, m2 = ModelOutputs[^3]!;
@@ -125,6 +153,7 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             var d11 = 1f / r1 * (m1 - m2);
             var d1 = d10 + r0 / (r0 + r1) * (d10 - d11);
             var d2 = 1f / (r0 + r1) * (d10 - d11);
+            if (s.NoisePrediction) return DpmSolverNoisePrediction.ThirdOrder(x, m0, d1, d2, alphaT, sigmaT, alphaS0, h);
             return DpmSolverMath.ThirdOrderUpdate(x, m0, d1, d2, alphaT, sigmaT, sigmaS0, h, noise);
         }
     }

@@ -26,7 +26,7 @@ public sealed class EulerAncestralDiscreteScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, hasSpacingKeys: false);
         return new Run(this, timesteps, sigmas, generator);
     }
 

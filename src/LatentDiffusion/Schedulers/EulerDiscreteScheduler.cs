@@ -22,15 +22,23 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
     public EulerDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
         : base("EulerDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true)
     {
-        Config.RequireOneOf("interpolation_type", "linear");
-        Config.RequireOneOf("timestep_type", "discrete");
+        Config.RequireOneOf("interpolation_type", "linear", "log_linear");
+        Config.RequireOneOf("timestep_type", "discrete", "continuous");
         Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
         SigmaSchedule.RequireSpacings(Config);
     }
 
+    /// <summary>
+    /// <c>timestep_type = continuous</c> with v-prediction: the model is conditioned on c_noise = ¼·ln σ (the EDM
+    /// preconditioning, e.g. Playground v2.5), not on a training timestep. The reference ignores it for other prediction types.
+    /// </summary>
+    internal override bool ContinuousTimesteps => Config.String("timestep_type", "discrete") == "continuous" && PredictionType == "v_prediction";
+
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, Config.String("final_sigmas_type", "zero")!, configSigmaRange: true);
+        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, Config.String("final_sigmas_type", "zero")!, configSigmaRange: true,
+            logLinear: Config.String("interpolation_type", "linear") == "log_linear");
+        if (ContinuousTimesteps) timesteps = SigmaSchedule.ContinuousTimesteps(sigmas);
         return new Run(this, timesteps, sigmas, generator);
     }
 

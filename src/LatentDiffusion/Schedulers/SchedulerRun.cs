@@ -103,7 +103,11 @@ internal abstract class SchedulerRun : ISchedulerRun
     protected void Release(Tensor? t)
     {
         if (t is null) return;
-        if (_owned.Remove(t)) t.Dispose();
+        // By reference: Tensor.Equals compares values, so List.Remove could drop another kept tensor that happens to be equal.
+        int at = _owned.FindIndex(x => ReferenceEquals(x, t));
+        if (at < 0) return;
+        _owned.RemoveAt(at);
+        t.Dispose();
     }
 
     protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

@@ -36,7 +36,8 @@ public sealed class SchedulerBehaviourTests
         => Assert.That(SchedulerRegistry.Names, Is.EqualTo(new[]
         {
             "ddim", "ddpm", "pndm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde-karras",
-            "dpm++2s", "kdpm2", "kdpm2-a", "unipc", "deis", "lcm",
+            "dpm++2s", "kdpm2", "kdpm2-a", "unipc", "deis", "lcm", "dpm++2m-sde", "dpm++3m-sde", "dpm++3m-sde-karras",
+            "dpm++2s-a", "tcd", "dpm++sde", "dpm++sde-karras", "edm-euler", "edm-dpm++2m", "edm-dpm++2m-sde",
         }));
 
     [Test]
@@ -58,8 +59,8 @@ public sealed class SchedulerBehaviourTests
     [Test]
     public void UnknownNameListsTheSupportedOnes()
     {
-        var e = Assert.Throws<ArgumentException>(() => SchedulerRegistry.Create("dpm++3m", null))!;
-        Assert.That(e.Message, Does.Contain("dpm++3m").And.Contain("dpm++2m-karras").And.Contain("euler-a"));
+        var e = Assert.Throws<ArgumentException>(() => SchedulerRegistry.Create("dpm++4m", null))!;
+        Assert.That(e.Message, Does.Contain("dpm++4m").And.Contain("dpm++2m-karras").And.Contain("euler-a"));
     }
 
     [Test]
@@ -107,8 +108,9 @@ public sealed class SchedulerBehaviourTests
     public void UnsupportedSolverSettingsAreRefused()
     {
         Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("dpm++2m", null, new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver" }));
-        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("ddpm", null, new Dictionary<string, string> { ["variance_type"] = "learned_range" }));
-        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("euler", null, new Dictionary<string, string> { ["use_beta_sigmas"] = "true" }));
+        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("dpm++2s", null, new Dictionary<string, string> { ["algorithm_type"] = "dpmsolver" }));
+        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("ddpm", null, new Dictionary<string, string> { ["variance_type"] = "fixed_large_log" }));
+        Assert.Throws<NotSupportedException>(() => SchedulerRegistry.Create("euler", null, new Dictionary<string, string> { ["use_beta_sigmas"] = "true", ["use_exponential_sigmas"] = "true" }));
     }
 
     [Test]
