@@ -1,4 +1,4 @@
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Schedulers;

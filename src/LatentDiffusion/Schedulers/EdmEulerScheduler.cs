@@ -1,5 +1,5 @@
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,4 +1,4 @@
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,5 +1,5 @@
 using LatentDiffusion.Abstractions;
-using LatentDiffusion.Loading;
+using LatentDiffusion.Formats;
 using LatentDiffusion.Schedulers;
 using NUnit.Framework;
 using TorchSharp;

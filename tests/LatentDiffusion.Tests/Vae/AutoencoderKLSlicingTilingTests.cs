@@ -1,5 +1,4 @@
 using LatentDiffusion.Formats;
-using LatentDiffusion.Loading;
 using LatentDiffusion.Training;
 using LatentDiffusion.Vae;
 using NUnit.Framework;
