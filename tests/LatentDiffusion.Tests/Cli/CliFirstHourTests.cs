@@ -79,10 +79,12 @@ public class CliFirstHourTests
         Assert.That(Parameters(theirs), Is.EqualTo(Parameters(ours)).And.Contain("Sampler: Euler a, CFG scale: 3, Seed: 11"));
     }
 
-    [Test]
-    public async Task AnUnknownSchedulerIsRefusedBeforeTheModelLoads()
+    [TestCase("--sampling-method")]
+    [TestCase("-S")]
+    [TestCase("--scheduler")]
+    public async Task AnUnknownSchedulerIsRefusedBeforeTheModelLoads(string flag)
     {
-        var (code, _, err) = await CliTests.Run("generate", "--model", Path.Combine(_dir, "no-such-model"), "--prompt", "a cat", "--sampling-method", "dpm++2mv2",
+        var (code, _, err) = await CliTests.Run("generate", "--model", Path.Combine(_dir, "no-such-model"), "--prompt", "a cat", flag, "dpm++2mv2",
             "--output", Path.Combine(_dir, "out.png"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err, Does.Contain("dpm++2mv2").And.Contain("dpm++2m").And.Not.Contain("no-such-model"));
