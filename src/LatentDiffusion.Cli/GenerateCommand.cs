@@ -12,22 +12,24 @@ internal static class GenerateCommand
 {
     public static Command Create(Option<bool> verbose, TextWriter stdout, TextWriter stderr)
     {
+        // Aliases follow stable-diffusion.cpp (-s seed, -i, --cfg-scale, --sampling-method, -b) and keep this tool's own
+        // long names; docs/cli.md lists every flag with its stable-diffusion.cpp and AUTOMATIC1111 counterparts.
         var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a single-file .safetensors checkpoint; default: the built-in shapes model." };
         var config = new Option<string?>("--config") { Description = "For single files: a diffusers folder whose configs and tokenizer to use." };
         var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw.", Required = true };
         var negative = new Option<string?>("--negative-prompt", "-n") { Description = "What not to draw." };
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
-        var guidance = new Option<double>("--guidance", "-g") { Description = "Classifier-free guidance scale (off at 1).", DefaultValueFactory = _ => 7.5 };
-        var scheduler = new Option<string?>("--scheduler", "-s") { Description = "Scheduler name (ddim, euler, euler-a, dpm++2m-karras, ...); default: the model's own." };
+        var guidance = new Option<double>("--guidance", "-g", "--cfg-scale") { Description = "Classifier-free guidance scale (off at 1).", DefaultValueFactory = _ => 7.5 };
+        var scheduler = new Option<string?>("--scheduler", "-S", "--sampling-method", "--sampler") { Description = "Scheduler name (ddim, euler, euler-a, dpm++2m-karras, ...; stable-diffusion.cpp and AUTOMATIC1111 names too); default: the model's own." };
         var schedulerOption = new Option<string[]>("--scheduler-option") { Description = "A scheduler config field, KEY=VALUE (repeatable), e.g. use_karras_sigmas=true or timestep_spacing=trailing.", AllowMultipleArgumentsPerToken = false };
-        var seed = new Option<long?>("--seed") { Description = "Random seed; default: random (printed)." };
+        var seed = new Option<long?>("--seed", "-s") { Description = "Random seed; image i of a batch uses seed + i; default: random (printed)." };
         var width = new Option<int?>("--width", "-W") { Description = "Width in pixels, a multiple of 8; default: the model's size." };
         var height = new Option<int?>("--height", "-H") { Description = "Height in pixels, a multiple of 8; default: the model's size." };
-        var initImage = new Option<string?>("--init-image") { Description = "Start image for image-to-image." };
+        var initImage = new Option<string?>("--init-image", "-i", "--init-img") { Description = "Start image for image-to-image." };
         var strength = new Option<double>("--strength") { Description = "Image-to-image: how much to change the start image, in [0, 1].", DefaultValueFactory = _ => 0.8 };
-        var count = new Option<int>("--count") { Description = "Images to make (1 to 64); with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
+        var count = new Option<int>("--count", "-b", "--batch-count") { Description = "Images to make (1 to 64), image i with seed + i; with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
-        var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16.", DefaultValueFactory = _ => "float32" };
+        var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16 (float16 is for GPUs: on the CPU it is several times slower).", DefaultValueFactory = _ => "float32" };
         var clipSkip = new Option<int>("--clip-skip") { Description = "Text encoder layers to skip at the end (0 = none)." };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
@@ -41,10 +43,22 @@ internal static class GenerateCommand
             // Everything that can be wrong with the arguments or the output location is found here, before the model
             // is loaded and the images are made.
             int n = parse.GetValue(count);
-            CheckArguments(parse.GetValue(steps), n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance),
-                parse.GetValue(initImage) is null ? null : parse.GetValue(strength), parse.GetValue(clipSkip));
+            int stepCount = parse.GetValue(steps);
+            double? img2imgStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
+            CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
+            var overrides = ParseOverrides(parse.GetValue(schedulerOption));
+            string? schedulerName = null;
+            if (parse.GetValue(scheduler) is { } givenScheduler)
+            {
+                (schedulerName, string? spacing) = SamplerNames.Resolve(givenScheduler);
+                if (spacing is not null && !(overrides?.ContainsKey("timestep_spacing") ?? false))
+                    (overrides ??= new Dictionary<string, string>())["timestep_spacing"] = spacing;
+            }
             bool replace = parse.GetValue(overwrite);
             var targets = OutputFiles.Prepare(parse.GetValue(output)!, n, replace);
+            string promptText = parse.GetValue(prompt)!;
+            string? modelPath = parse.GetValue(model);
+            bool builtIn = string.IsNullOrEmpty(modelPath);
 
             using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(new StderrLoggerProvider(stderr))
                 .SetMinimumLevel(parse.GetValue(verbose) ? LogLevel.Information : LogLevel.Warning));
@@ -59,10 +73,10 @@ internal static class GenerateCommand
             var options = new GenerationOptions
             {
                 NegativePrompt = parse.GetValue(negative),
-                Steps = parse.GetValue(steps),
+                Steps = stepCount,
                 GuidanceScale = parse.GetValue(guidance),
-                Scheduler = parse.GetValue(scheduler),
-                SchedulerOverrides = ParseOverrides(parse.GetValue(schedulerOption)),
+                Scheduler = schedulerName,
+                SchedulerOverrides = overrides,
                 Seed = parse.GetValue(seed),
                 Width = parse.GetValue(width),
                 Height = parse.GetValue(height),
@@ -72,19 +86,60 @@ internal static class GenerateCommand
                 ClipSkip = parse.GetValue(clipSkip),
             };
             var clock = Stopwatch.StartNew();
-            await using var pipeline = await StableDiffusionPipeline.LoadAsync(BuiltInModel.Resolve(parse.GetValue(model)), pipelineOptions, ct);
-            var bar = Console.IsErrorRedirected ? null : new ProgressBar(stderr);
-            using var result = await pipeline.GenerateAsync(parse.GetValue(prompt)!, options, bar, ct);
-            bar?.Done();
+            // libtorch tries NNPACK for large CPU batches and prints "Could not initialize NNPACK!" on CPUs it does not
+            // support; this tool does not use it (see TorchRuntime.SetNnpackEnabled).
+            TorchRuntime.EnsureInitialized(pipelineOptions.Runtime, loggerFactory.CreateLogger("LatentDiffusion.Loading"));
+            TorchRuntime.SetNnpackEnabled(false);
+            string resolvedModel = BuiltInModel.Resolve(modelPath);
+            await using var pipeline = await StableDiffusionPipeline.LoadAsync(resolvedModel, pipelineOptions, ct);
+            var load = clock.Elapsed;
+            int outWidth = options.Width ?? (init is null ? pipeline.DefaultImageSize : init.Width / 8 * 8);
+            int outHeight = options.Height ?? (init is null ? pipeline.DefaultImageSize : init.Height / 8 * 8);
+            if (builtIn)
+                foreach (var hint in BuiltInModelHints.For(promptText, outWidth, outHeight, pipeline.DefaultImageSize, resolvedModel))
+                    stderr.WriteLine($"warning: {hint}");
+
+            // Progress counts the steps asked for (image-to-image: the int(steps x strength) that run), not denoiser calls.
+            int userSteps = img2imgStrength is { } st ? Math.Max(1, (int)(stepCount * st)) : stepCount;
+            var progress = StepProgress.For(stderr, userSteps);
+            using var result = await pipeline.GenerateAsync(promptText, options, progress, ct);
+            progress.Done();
+
+            string sampler = SamplerNames.A1111Label(schedulerName, pipeline.Scheduler);
+            string modelName = builtIn ? "shapes" : ModelName(resolvedModel);
             for (int i = 0; i < targets.Length; i++)
             {
-                await OutputFiles.SaveAsync(result.Images[i], targets[i], replace, ct);
+                var image = result.Images[i];
+                string parameters = PngParameters.Format(promptText, options.NegativePrompt, stepCount, sampler, options.GuidanceScale, result.Seeds[i],
+                    image.Width, image.Height, modelName, img2imgStrength, options.ClipSkip);
+                await OutputFiles.SaveAsync(image, targets[i], replace, ct, parameters);
                 stdout.WriteLine(targets[i]);
             }
-            stderr.WriteLine($"seed {result.Seed}, {clock.Elapsed.TotalSeconds:F1} s");
+            stderr.WriteLine(result.Seeds.Count == 1 ? $"seed {result.Seeds[0]}" : $"seeds {string.Join(", ", result.Seeds)} (image i: seed {result.Seeds[0]} + i)");
+            stderr.WriteLine(Timings(load, result.Timings, userSteps, clock.Elapsed));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The line of per-phase times printed at the end.</summary>
+    internal static string Timings(TimeSpan load, GenerationTimings? timings, int steps, TimeSpan total)
+    {
+        var line = new System.Text.StringBuilder(FormattableString.Invariant($"time: load {load.TotalSeconds:F1} s"));
+        if (timings is { } t)
+        {
+            double perSecond = t.Denoising.TotalSeconds > 0 ? steps / t.Denoising.TotalSeconds : 0;
+            line.Append(FormattableString.Invariant($", text encoding {t.TextEncoding.TotalSeconds:F1} s, denoising {t.Denoising.TotalSeconds:F1} s ({perSecond:0.00} it/s), decoding {t.Decoding.TotalSeconds:F1} s"));
+        }
+        line.Append(FormattableString.Invariant($", total {total.TotalSeconds:F1} s"));
+        return line.ToString();
+    }
+
+    /// <summary>The model's name for the PNG parameters: the folder's or the file's name.</summary>
+    private static string ModelName(string path)
+    {
+        string trimmed = Path.TrimEndingDirectorySeparator(path);
+        return Directory.Exists(trimmed) ? Path.GetFileName(trimmed) : Path.GetFileNameWithoutExtension(trimmed);
     }
 
     // The pipeline checks these too, in its own (API) words; here they are checked first, in the tool's.
@@ -118,17 +173,4 @@ internal static class GenerateCommand
         }
         return result;
     }
-}
-
-/// <summary>A one-line progress bar on a terminal.</summary>
-internal sealed class ProgressBar(TextWriter writer) : IProgress<DiffusionProgress>
-{
-    public void Report(DiffusionProgress p)
-    {
-        const int width = 30;
-        int filled = p.TotalSteps == 0 ? width : p.Step * width / p.TotalSteps;
-        writer.Write($"\r[{new string('#', filled)}{new string('.', width - filled)}] {p.Step}/{p.TotalSteps} {p.Elapsed.TotalSeconds:F1}s");
-    }
-
-    public void Done() => writer.WriteLine();
 }

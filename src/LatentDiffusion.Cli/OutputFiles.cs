@@ -1,4 +1,5 @@
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Png;
 
 namespace LatentDiffusion.Cli;
 
@@ -39,10 +40,13 @@ internal static class OutputFiles
     /// <summary>
     /// Writes <paramref name="image"/> as PNG to a new temporary file next to <paramref name="target"/>, then moves it
     /// there (replacing an existing file only when <paramref name="overwrite"/>); on any failure the temporary file is
-    /// deleted and <paramref name="target"/> is as it was.
+    /// deleted and <paramref name="target"/> is as it was. <paramref name="parameters"/>, when given, is written as a
+    /// <c>parameters</c> text chunk.
     /// </summary>
-    public static async Task SaveAsync(Image image, string target, bool overwrite, CancellationToken cancellationToken)
+    public static async Task SaveAsync(Image image, string target, bool overwrite, CancellationToken cancellationToken, string? parameters = null)
     {
+        // The generation parameters as a "parameters" text chunk, where AUTOMATIC1111 and the tools that read its images look.
+        if (parameters is not null) image.Metadata.GetPngMetadata().TextData.Add(new PngTextData("parameters", parameters, "", ""));
         string folder = Path.GetDirectoryName(Path.GetFullPath(target))!;
         string temporary = TemporaryName(folder, Path.GetFileName(target));
         bool created = false;
@@ -51,7 +55,8 @@ internal static class OutputFiles
             await using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 81920, useAsync: true))
             {
                 created = true;
-                await image.SaveAsPngAsync(stream, cancellationToken);
+                // Text up to 1 MB stays an uncompressed chunk (tEXt, or iTXt for non-Latin-1 prompts), as the web UI writes it.
+                await image.SaveAsPngAsync(stream, new PngEncoder { TextCompressionThreshold = 1 << 20 }, cancellationToken);
             }
             try
             {

@@ -11,7 +11,10 @@ namespace LatentDiffusion.Integration;
 /// that abstraction runs on a local model: <c>IImageGenerator g = await LatentDiffusionImageGenerator.LoadAsync("models/sd15");</c>.
 /// Images come back as PNG <see cref="DataContent"/>. <see cref="ImageGenerationOptions.AdditionalProperties"/> may carry
 /// <c>seed</c>, <c>steps</c>, <c>guidance_scale</c>, <c>negative_prompt</c>, <c>scheduler</c> and <c>strength</c>; an image in
-/// <see cref="ImageGenerationRequest.OriginalImages"/> makes it image-to-image.
+/// <see cref="ImageGenerationRequest.OriginalImages"/> makes it image-to-image. Image i of a response was drawn with seed
+/// <c>seed + i</c>, which each image's <see cref="AIContent.AdditionalProperties"/> carries as <c>seed</c> (a
+/// <see cref="long"/>; -1 for images from explicit generators); <see cref="ImageGenerationResponse.RawRepresentation"/>
+/// is the first image's seed.
 /// </summary>
 public sealed class LatentDiffusionImageGenerator : IImageGenerator
 {
@@ -62,11 +65,12 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
 
         using var result = await _pipeline.GenerateAsync(request.Prompt ?? "", generation, null, cancellationToken).ConfigureAwait(false);
         var contents = new List<AIContent>();
-        foreach (var image in result.Images)
+        for (int i = 0; i < result.Images.Count; i++)
         {
             using var png = new MemoryStream();
-            await image.SaveAsPngAsync(png, cancellationToken).ConfigureAwait(false);
-            contents.Add(new DataContent(png.ToArray(), "image/png"));
+            await result.Images[i].SaveAsPngAsync(png, cancellationToken).ConfigureAwait(false);
+            // Each image's own seed (seed + i): a one-image request with that seed makes the same image.
+            contents.Add(new DataContent(png.ToArray(), "image/png") { AdditionalProperties = new() { ["seed"] = result.Seeds[i] } });
         }
         return new ImageGenerationResponse(contents) { RawRepresentation = result.Seed };
     }

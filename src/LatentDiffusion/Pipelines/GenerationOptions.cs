@@ -31,11 +31,27 @@ public sealed record GenerationOptions
     /// <summary>Image height in pixels, a multiple of 8; null for the model's native size.</summary>
     public int? Height { get; init; }
 
-    /// <summary>Seed of the CPU generator that draws every random number, in the reference's order. Ignored when <see cref="Generator"/> is set; null picks a random seed.</summary>
+    /// <summary>
+    /// The seed: image i of the batch is drawn from its own CPU generator seeded <c>Seed + i</c> (every random number
+    /// of that image, in the reference's order), so it is exactly the one image a generation with seed <c>Seed + i</c>
+    /// makes. Ignored when <see cref="Generators"/> or <see cref="Generator"/> is set; null picks a random seed.
+    /// <see cref="GenerationResult.Seeds"/> returns each image's seed.
+    /// </summary>
     public long? Seed { get; init; }
 
-    /// <summary>An explicit CPU generator (advanced); it is advanced by the generation.</summary>
+    /// <summary>
+    /// An explicit CPU generator (advanced); it is advanced by the generation. All images of a batch draw from this one
+    /// stream (the reference with a single generator), so they are not the images of single generations.
+    /// </summary>
     public Generator? Generator { get; init; }
+
+    /// <summary>
+    /// One explicit CPU generator per image (the reference's list of generators; advanced): image i draws every random
+    /// number from <c>Generators[i]</c>. The count must equal <see cref="ImagesPerPrompt"/>. Takes precedence over
+    /// <see cref="Generator"/> and <see cref="Seed"/>. A <see cref="CustomScheduler"/> of another implementation gets
+    /// only the first generator for its own noise.
+    /// </summary>
+    public IReadOnlyList<Generator>? Generators { get; init; }
 
     /// <summary>A scheduler name (<c>ddim</c>, <c>euler-a</c>, <c>dpm++2m-karras</c>, ...) built from the model's scheduler config; null for the model's own.</summary>
     public string? Scheduler { get; init; }
@@ -60,6 +76,12 @@ public sealed record GenerationOptions
 
     /// <summary>The start image for image-to-image; null for text-to-image. Its size is used (floored to a multiple of 8) unless Width/Height are set.</summary>
     public Image<Rgb24>? InitImage { get; init; }
+
+    /// <summary>
+    /// The start image as raw 8-bit RGB pixels, for apps that do not use this library's ImageSharp version; the same as
+    /// <see cref="InitImage"/> otherwise (give one of the two).
+    /// </summary>
+    public RgbImage? InitImagePixels { get; init; }
 
     /// <summary>Image-to-image: how much of the start image to re-noise, in [0, 1]. Default 0.8.</summary>
     public double Strength { get; init; } = 0.8;

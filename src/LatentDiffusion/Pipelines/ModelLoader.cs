@@ -27,6 +27,8 @@ internal static class ModelLoader
         var dtype = options.DType;
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new ArgumentException($"DType {dtype} is not supported: use Float32, Float16 or BFloat16.");
+        if (dtype == ScalarType.Float16 && device.type == TorchSharp.DeviceType.CPU)
+            logger.LogWarning("float16 on the CPU is several times slower per step than float32 (libtorch has few half-precision CPU kernels): use float32 on the CPU, float16 on a GPU.");
         var vaeDtype = options.UpcastVae ? ScalarType.Float32 : dtype;
 
         if (Directory.Exists(path)) return LoadFolder(path, options, device, dtype, vaeDtype, logger, ct);

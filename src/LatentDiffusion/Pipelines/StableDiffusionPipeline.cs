@@ -141,9 +141,11 @@ public sealed class StableDiffusionPipeline : IPipeline
         int perPrompt = options.ImagesPerPrompt;
         bool guidance = options.GuidanceScale > 1.0;
 
-        long seed = options.Generator is null ? options.Seed ?? Random.Shared.NextInt64(0, 1L << 53) : -1;
-        using var ownGenerator = options.Generator is null ? new Generator((ulong)seed) : null;
-        var generator = options.Generator ?? ownGenerator!;
+        // One generator per image (seed + i), or the caller's: see ImageGenerators.
+        using var generators = ImageGenerators.For(options, perPrompt);
+        // The init image given as raw pixels becomes an ImageSharp image here, for the one resize path.
+        using var pixelInit = options.InitImage is null ? options.InitImagePixels?.ToImage() : null;
+        var initImage = options.InitImage ?? pixelInit;
 
         var scheduler = SchedulerFor(options);
 
@@ -155,25 +157,29 @@ public sealed class StableDiffusionPipeline : IPipeline
         cancellationToken.ThrowIfCancellationRequested();
         var context = EncodeContext(prompt, options, perPrompt, guidance, dtype, device);
         finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
+        var textEncoding = clock.Elapsed;
 
-        // 2. Timesteps, and for image-to-image the part of them that the strength keeps.
-        using var run = scheduler.Start(options.Steps, generator);
+        // 2. Timesteps, and for image-to-image the part of them that the strength keeps. A scheduler of this library
+        // draws each image's noise from that image's generator; another IScheduler gets the first image's.
+        using var run = scheduler.Start(options.Steps, generators.First);
+        if (generators.PerImage && run is SchedulerRun perImageRun) perImageRun.UsePerImageGenerators(generators.Generators);
         IReadOnlyList<double> timesteps = run.Timesteps;
         Tensor latents;
-        if (options.InitImage is null)
+        if (initImage is null)
         {
-            latents = PrepareLatents(options, perPrompt, device, dtype, generator, run);
+            latents = PrepareLatents(options, perPrompt, device, dtype, generators, run);
             finite.Record(options.Latents is null ? "the initial noise" : "the given latents", latents);
         }
         else
         {
             (timesteps, _) = Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength);
-            latents = PrepareImageLatents(options, perPrompt, device, dtype, generator, run, timesteps, cancellationToken);
+            latents = PrepareImageLatents(options, initImage, perPrompt, device, dtype, generators, run, timesteps, cancellationToken);
             finite.Record("the VAE encoder (the init image's latents)", latents);
         }
 
         // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
         // keys and values are projected once for the whole generation.
+        var denoisingStart = clock.Elapsed;
         var deviceTimesteps = tensor(timesteps.Select(v => (float)v).ToArray(), ScalarType.Float32).to(device);
         using var kvCache = new CrossAttentionCache();
         for (int i = 0; i < timesteps.Count; i++)
@@ -215,6 +221,7 @@ public sealed class StableDiffusionPipeline : IPipeline
             progress?.Report(new DiffusionProgress(i + 1, timesteps.Count, clock.Elapsed));
         }
         cancellationToken.ThrowIfCancellationRequested();
+        var denoisingEnd = clock.Elapsed;
 
         // 4. Decode, and refuse a non-finite image rather than return it as black.
         var decoded = DecodeLatents(latents, cancellationToken);
@@ -222,7 +229,9 @@ public sealed class StableDiffusionPipeline : IPipeline
         var pixels = ImageConversion.ToPixels(decoded).MoveToOuterDisposeScope();
         var images = Enumerable.Range(0, (int)pixels.shape[0]).Select(i => ImageConversion.ToImage(pixels, i)).ToList();
         var keptLatents = options.ReturnLatents ? latents.to(ScalarType.Float32).cpu().MoveToOuterDisposeScope() : null;
-        return new GenerationResult(images, pixels, keptLatents, seed);
+        var total = clock.Elapsed;
+        var timings = new GenerationTimings(textEncoding, denoisingEnd - denoisingStart, total - denoisingEnd, total, timesteps.Count);
+        return new GenerationResult(images, pixels, keptLatents, generators.Seeds, timings);
     }
 
     private Tensor EncodeContext(string prompt, GenerationOptions options, int perPrompt, bool guidance, ScalarType dtype, Device device)
@@ -244,12 +253,21 @@ public sealed class StableDiffusionPipeline : IPipeline
 
     private (int Width, int Height) Size(GenerationOptions options)
     {
-        int w = options.Width ?? (options.InitImage is { } img ? img.Width / 8 * 8 : DefaultImageSize);
-        int h = options.Height ?? (options.InitImage is { } img2 ? img2.Height / 8 * 8 : DefaultImageSize);
+        var init = InitImageSize(options);
+        int w = options.Width ?? (init is { } a ? a.Width / 8 * 8 : DefaultImageSize);
+        int h = options.Height ?? (init is { } b ? b.Height / 8 * 8 : DefaultImageSize);
         return (w, h);
     }
 
-    private Tensor PrepareLatents(GenerationOptions options, int perPrompt, Device device, ScalarType dtype, Generator generator, ISchedulerRun run)
+    /// <summary>The size of the init image, given as an ImageSharp image or as raw pixels; null for text-to-image.</summary>
+    private static (int Width, int Height)? InitImageSize(GenerationOptions options)
+    {
+        if (options.InitImage is { } image) return (image.Width, image.Height);
+        if (options.InitImagePixels is { } pixels) return (pixels.Width, pixels.Height);
+        return null;
+    }
+
+    private Tensor PrepareLatents(GenerationOptions options, int perPrompt, Device device, ScalarType dtype, ImageGenerators generators, ISchedulerRun run)
     {
         var (w, h) = Size(options);
         long[] shape = [perPrompt, UNet.InChannels, h / Vae.ScaleFactor, w / Vae.ScaleFactor];
@@ -263,21 +281,31 @@ public sealed class StableDiffusionPipeline : IPipeline
         else
         {
             // Drawn on the CPU in float32 so the same seed gives the same picture on every device and dtype.
-            start = randn(shape, ScalarType.Float32, CPU, generator: generator).to(dtype, device);
+            start = generators.Randn(shape).to(dtype, device);
         }
         return run.InitNoiseSigma == 1.0 ? start : start * run.InitNoiseSigma;
     }
 
-    private Tensor PrepareImageLatents(GenerationOptions options, int perPrompt, Device device, ScalarType dtype, Generator generator, ISchedulerRun run,
-        IReadOnlyList<double> timesteps, CancellationToken cancellationToken)
+    private Tensor PrepareImageLatents(GenerationOptions options, Image<Rgb24> initImage, int perPrompt, Device device, ScalarType dtype, ImageGenerators generators,
+        ISchedulerRun run, IReadOnlyList<double> timesteps, CancellationToken cancellationToken)
     {
         var (w, h) = Size(options);
         var vaeDtype = Vae.DType;
-        var image = ImageConversion.ToTensor(options.InitImage!, w, h).to(vaeDtype, device);
+        var image = ImageConversion.ToTensor(initImage, w, h).to(vaeDtype, device);
         using var posterior = Vae.Encode(image, cancellationToken);
-        var init = (posterior.Sample(generator) * Vae.ScalingFactor).to(dtype);
-        if (perPrompt > 1) init = cat(Enumerable.Repeat(init, perPrompt).ToArray(), 0);
-        var noise = randn(init.shape, ScalarType.Float32, CPU, generator: generator).to(dtype, device);
+        Tensor init;
+        if (generators.PerImage)
+        {
+            // The image is encoded once; each image samples the posterior from its own generator, as the reference
+            // does per generator.
+            init = cat(generators.Generators.Select(g => (posterior.Sample(g) * Vae.ScalingFactor).to(dtype)).ToArray(), 0);
+        }
+        else
+        {
+            init = (posterior.Sample(generators.First) * Vae.ScalingFactor).to(dtype);
+            if (perPrompt > 1) init = cat(Enumerable.Repeat(init, perPrompt).ToArray(), 0);
+        }
+        var noise = generators.Randn(init.shape).to(dtype, device);
         // Validate refuses a strength that leaves no step, as the reference does.
         return run.AddNoise(init, noise, timesteps[0]);
     }
@@ -320,14 +348,22 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (o.ClipSkip < 0) throw new ArgumentOutOfRangeException(nameof(o.ClipSkip), o.ClipSkip, "ClipSkip cannot be negative.");
         if (double.IsNaN(o.GuidanceScale) || double.IsInfinity(o.GuidanceScale)) throw new ArgumentOutOfRangeException(nameof(o.GuidanceScale), o.GuidanceScale, "GuidanceScale must be a finite number.");
         if (o.GuidanceRescale < 0 || o.GuidanceRescale > 1) throw new ArgumentOutOfRangeException(nameof(o.GuidanceRescale), o.GuidanceRescale, "GuidanceRescale must be in [0, 1].");
-        if (o.InitImage is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
+        if (o.InitImage is not null && o.InitImagePixels is not null) throw new ArgumentException("InitImage and InitImagePixels cannot both be given.");
+        var init = InitImageSize(o);
+        if (init is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, "Strength must be in [0, 1].");
         // The reference keeps int(steps · strength) steps (Img2ImgSchedule.ForStrength) and raises an error when none is left.
-        if (o.InitImage is not null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
+        if (init is not null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, NoStepsLeftMessage(o.Steps, o.Strength));
-        if (o.InitImage is not null && o.Latents is not null) throw new ArgumentException("Latents cannot be given together with an InitImage.");
-        if (o.InitImage is { } img && (img.Width < 8 || img.Height < 8))
+        if (init is not null && o.Latents is not null) throw new ArgumentException("Latents cannot be given together with an InitImage.");
+        if (init is { } img && (img.Width < 8 || img.Height < 8))
             throw new ArgumentException($"The init image is {img.Width}x{img.Height}; it must be at least 8x8 pixels.");
+        if (o.Generators is { } gens)
+        {
+            if (gens.Count != o.ImagesPerPrompt)
+                throw new ArgumentException($"Generators has {gens.Count} generator(s); it needs one per image (ImagesPerPrompt = {o.ImagesPerPrompt}).", nameof(o.Generators));
+            if (gens.Any(g => g is null)) throw new ArgumentException("Generators contains null.", nameof(o.Generators));
+        }
         var (w, h) = Size(o);
         foreach (var (name, v) in new[] { ("Width", w), ("Height", h) })
         {

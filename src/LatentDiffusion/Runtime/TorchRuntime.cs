@@ -28,12 +28,13 @@ public sealed record TorchRuntimeOptions
 /// Loads TorchSharp's native backend before first use, working around what stops it loading on common Linux systems.
 /// Every entry point of the library calls <see cref="EnsureInitialized"/>; an app may call it first to choose the options.
 /// </summary>
-public static class TorchRuntime
+public static partial class TorchRuntime
 {
     private static readonly object Gate = new();
     private static bool _initialized;
     private static IntPtr _libTorchSharp;
     private static IntPtr _torchCuda;
+    private static IntPtr _torchCpu;
 
     /// <summary>A line per thing the loader did or tried, for diagnostics.</summary>
     public static IReadOnlyList<string> LoadTrace { get; private set; } = Array.Empty<string>();
@@ -105,6 +106,7 @@ public static class TorchRuntime
             if (!TryLoad(path, trace, out var h, out var error))
                 throw new TorchRuntimeException(trace.Append($"could not load {path}: {error}").ToList(), null);
             if (name == "libtorch_cuda.so") _torchCuda = h;
+            if (name == "libtorch_cpu.so") _torchCpu = h;
         }
 
         if (!TryLoad(glue, trace, out _libTorchSharp, out var glueError))

@@ -1,4 +1,5 @@
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -82,9 +83,25 @@ internal abstract class SchedulerRun : ISchedulerRun
     /// <summary>The sigma index add_noise uses: the timestep's position before stepping, the current step after.</summary>
     protected int NoiseIndex(double timestep) => BeginIndex is null ? IndexForTimestep(timestep) : StepIndex ?? BeginIndex.Value;
 
-    /// <summary>Unit Gaussian noise shaped like <paramref name="like"/>: drawn on the CPU in float32 from the run's generator, then moved.</summary>
+    private IReadOnlyList<torch.Generator>? _perImage;
+
+    /// <summary>
+    /// Draws row i of every noise tensor from <paramref name="generators"/>[i] instead of one batch draw from
+    /// <see cref="Generator"/> (the reference's list of generators: each image its own stream).
+    /// </summary>
+    internal void UsePerImageGenerators(IReadOnlyList<torch.Generator> generators) => _perImage = generators;
+
+    /// <summary>
+    /// Unit Gaussian noise shaped like <paramref name="like"/>: drawn on the CPU in float32 from the run's generator (row
+    /// by row from the per-image generators when set), then moved.
+    /// </summary>
     protected Tensor Noise(Tensor like)
     {
+        if (_perImage is { Count: > 1 } generators)
+        {
+            using var rows = PerImageNoise.Randn(like.shape, generators);
+            return rows.to(like.dtype, like.device);
+        }
         using var n = torch.randn(like.shape, dtype: ScalarType.Float32, device: CPU, generator: Generator);
         return n.to(like.dtype, like.device);
     }
