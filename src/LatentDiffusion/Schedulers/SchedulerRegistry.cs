@@ -7,17 +7,21 @@ namespace LatentDiffusion.Schedulers;
 /// Schedulers by short name (for options and the CLI) and by the reference's <c>_class_name</c>. A named scheduler is
 /// built like the reference's <c>X.from_config(model_scheduler_config, **overrides)</c>: the model's keys the class
 /// knows, the class's defaults for the rest; the settings that define a name (e.g. Karras sigmas for
-/// <c>dpm++2m-karras</c>) are applied on top, and explicit overrides last.
+/// <c>dpm++2m-karras</c>) are applied on top, and explicit overrides last. A user's scheduler joins the registry with
+/// <see cref="Register"/> and is then chosen by name everywhere a built-in one is (<c>GenerationOptions.Scheduler</c>,
+/// <c>ldm --scheduler</c>, a config's <c>_class_name</c>).
 /// </summary>
 public static class SchedulerRegistry
 {
-    private delegate DiffusionScheduler Factory(JsonConfig? config, IReadOnlyDictionary<string, string>? overrides);
-
-    private sealed record Entry(string Name, string ClassName, string A1111Name, Factory Create, IReadOnlyDictionary<string, string> Implied);
+    private sealed record Entry(string Name, string ClassName, string A1111Name, SchedulerFactory Create, IReadOnlyDictionary<string, string> Implied, bool BuiltIn = true);
 
     private static readonly Dictionary<string, string> None = [];
+    private static readonly object RegistrationLock = new();
 
-    private static readonly Entry[] Entries =
+    // Copy-on-write: readers take the current array without locking; Register and Unregister swap in a new one.
+    private static Entry[] _entries = BuiltIn();
+
+    private static Entry[] BuiltIn() =>
     [
         new("ddim", "DDIMScheduler", "DDIM", CreateDdim, None),
         new("ddpm", "DDPMScheduler", "DDPM", (c, o) => new DdpmScheduler(c, o), None),
@@ -59,11 +63,54 @@ public static class SchedulerRegistry
             new Dictionary<string, string> { ["algorithm_type"] = "sde-dpmsolver++" }),
     ];
 
-    /// <summary>The supported short names, in a stable order.</summary>
-    public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
+    /// <summary>The supported short names in a stable order: the built-in ones, then registered ones in the order registered.</summary>
+    public static IReadOnlyList<string> Names => Volatile.Read(ref _entries).Select(e => e.Name).ToArray();
 
-    /// <summary>The supported reference class names (<c>_class_name</c> values).</summary>
-    public static IReadOnlyList<string> ClassNames { get; } = Entries.Select(e => e.ClassName).Distinct().ToArray();
+    /// <summary>The supported class names (<c>_class_name</c> values), registered ones included.</summary>
+    public static IReadOnlyList<string> ClassNames => Volatile.Read(ref _entries).Select(e => e.ClassName).Distinct().ToArray();
+
+    /// <summary>
+    /// Adds a scheduler of the user's to the registry, for this process: from then on <paramref name="name"/> works
+    /// wherever a built-in name does (<see cref="Create"/>, <c>GenerationOptions.Scheduler</c> with its
+    /// <c>SchedulerOverrides</c>, the CLI's <c>--scheduler</c>), and a scheduler config whose <c>_class_name</c> is
+    /// <paramref name="className"/> is built by <paramref name="factory"/> in <see cref="FromConfig"/>. The factory gets
+    /// the model's scheduler config (null for none) and the overrides, as the built-in classes do; schedule-family
+    /// suffixes (<c>-karras</c>) apply to built-in samplers only.
+    /// </summary>
+    /// <param name="name">The short name (letters, digits and <c>-+_.</c>); compared without regard to case.</param>
+    /// <param name="factory">Builds the scheduler from the model's scheduler config and the overrides.</param>
+    /// <param name="className">The <c>_class_name</c> that selects it in a config; default <paramref name="name"/>.</param>
+    /// <param name="a1111Name">The name for AUTOMATIC1111-style labels; default <paramref name="name"/>.</param>
+    /// <exception cref="ArgumentException">The name is empty, malformed or taken (by a built-in or a registered scheduler).</exception>
+    public static void Register(string name, SchedulerFactory factory, string? className = null, string? a1111Name = null)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(factory);
+        name = name.Trim();
+        if (name.Length == 0 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '+' or '_' or '.'))
+            throw new ArgumentException($"Scheduler name '{name}' must be non-empty and use only letters, digits and -+_.", nameof(name));
+        lock (RegistrationLock)
+        {
+            var current = _entries;
+            if (current.Any(e => string.Equals(e.Name, name, StringComparison.OrdinalIgnoreCase)))
+                throw new ArgumentException($"A scheduler named '{name}' is already registered.", nameof(name));
+            Volatile.Write(ref _entries, [.. current, new Entry(name, className ?? name, a1111Name ?? name, factory, None, BuiltIn: false)]);
+        }
+    }
+
+    /// <summary>Removes a scheduler added with <see cref="Register"/>; false when no registered scheduler has that name (built-in ones stay).</summary>
+    public static bool Unregister(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        lock (RegistrationLock)
+        {
+            var current = _entries;
+            var kept = current.Where(e => e.BuiltIn || !string.Equals(e.Name, name.Trim(), StringComparison.OrdinalIgnoreCase)).ToArray();
+            if (kept.Length == current.Length) return false;
+            Volatile.Write(ref _entries, kept);
+            return true;
+        }
+    }
 
     /// <summary>The reference class behind a short name.</summary>
     /// <exception cref="ArgumentException">Unknown name.</exception>
@@ -180,7 +227,8 @@ public static class SchedulerRegistry
     {
         ArgumentNullException.ThrowIfNull(name);
         string trimmed = name.Trim();
-        var exact = Entries.FirstOrDefault(e => string.Equals(e.Name, trimmed, StringComparison.OrdinalIgnoreCase));
+        var entries = Volatile.Read(ref _entries);
+        var exact = entries.FirstOrDefault(e => string.Equals(e.Name, trimmed, StringComparison.OrdinalIgnoreCase));
         if (exact is not null) return (exact, null);
         foreach (var family in SigmaScheduleFamilies.All)
         {
@@ -188,7 +236,7 @@ public static class SchedulerRegistry
             {
                 if (!trimmed.EndsWith("-" + spelling, StringComparison.OrdinalIgnoreCase)) continue;
                 string baseName = trimmed[..^(spelling.Length + 1)];
-                var entry = Entries.FirstOrDefault(e => string.Equals(e.Name, baseName, StringComparison.OrdinalIgnoreCase));
+                var entry = entries.FirstOrDefault(e => e.BuiltIn && string.Equals(e.Name, baseName, StringComparison.OrdinalIgnoreCase));
                 if (entry is not null) return (entry, family);
             }
         }
@@ -203,7 +251,7 @@ public static class SchedulerRegistry
     public static IScheduler FromConfig(JsonConfig config, IReadOnlyDictionary<string, string>? overrides = null)
     {
         string? className = config.String("_class_name", null);
-        var entry = Entries.FirstOrDefault(e => e.ClassName == className)
+        var entry = Volatile.Read(ref _entries).FirstOrDefault(e => e.ClassName == className)
             ?? throw new NotSupportedException($"Config '{config.Source}': '_class_name' = {(className is null ? "missing" : $"'{className}'")} is not a supported scheduler (supported: {string.Join(", ", ClassNames)}).");
         if (overrides is null || !overrides.ContainsKey(SigmaScheduleFamilies.Key)) return entry.Create(config, overrides);
         return CreateWithSchedule(entry, null, config, new Dictionary<string, string>(overrides), overrides);
@@ -212,7 +260,7 @@ public static class SchedulerRegistry
     private static Entry Find(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        return Entries.FirstOrDefault(e => string.Equals(e.Name, name.Trim(), StringComparison.OrdinalIgnoreCase))
+        return Volatile.Read(ref _entries).FirstOrDefault(e => string.Equals(e.Name, name.Trim(), StringComparison.OrdinalIgnoreCase))
             ?? throw new ArgumentException($"Unknown scheduler '{name}' (supported: {string.Join(", ", Names)}).", nameof(name));
     }
 
