@@ -6,7 +6,7 @@ namespace LatentDiffusion.Cli;
 /// </summary>
 internal static class BuiltInModel
 {
-    public static string Directory => Path.Combine(AppContext.BaseDirectory, "models", "shapes");
+    public static string Directory => Pipelines.BuiltInModel.Directory;
 
     /// <summary>The model path to use: the one given, or the built-in model.</summary>
     public static string Resolve(string? given)
