@@ -25,9 +25,7 @@ public sealed class LcmScheduler : DiffusionScheduler
         : base("LCMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
     {
         FinalAlphaCumprod = Config.Bool("set_alpha_to_one", true) ? 1f : AlphasCumprod[0];
-        OriginalSteps = Config.Int("original_inference_steps", 50);
-        if (OriginalSteps < 1 || OriginalSteps > NumTrainTimesteps)
-            throw new InvalidDataException($"Config '{Config.Source}': 'original_inference_steps' = {OriginalSteps}, expected 1 to num_train_timesteps = {NumTrainTimesteps}.");
+        OriginalSteps = ConsistencySchedule.OriginalSteps(Config, NumTrainTimesteps);
     }
 
     internal float FinalAlphaCumprod { get; }
@@ -37,13 +35,7 @@ public sealed class LcmScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        if (inferenceSteps > OriginalSteps)
-            throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"LCMScheduler: inference steps cannot exceed original_inference_steps = {OriginalSteps}.");
-        int k = NumTrainTimesteps / OriginalSteps;
-        // The distillation timesteps k-1, 2k-1, …, newest first; inference takes evenly spaced ones (floored indices).
-        var origin = Enumerable.Range(1, OriginalSteps).Select(i => (long)i * k - 1).Reverse().ToArray();
-        double stride = origin.Length / (double)inferenceSteps;
-        var timesteps = Enumerable.Range(0, inferenceSteps).Select(i => (double)origin[(long)Math.Floor(i * stride)]).ToArray();
+        var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "LCMScheduler");
         return new Run(this, timesteps, generator);
     }
 

@@ -34,9 +34,7 @@ public sealed class TcdScheduler : DiffusionScheduler
     {
         if (!(eta >= 0 && eta <= 1)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "TCDScheduler: eta (gamma) must be in [0, 1].");
         Eta = eta;
-        OriginalSteps = Config.Int("original_inference_steps", 50);
-        if (OriginalSteps < 1 || OriginalSteps > NumTrainTimesteps)
-            throw new InvalidDataException($"Config '{Config.Source}': 'original_inference_steps' = {OriginalSteps}, expected 1 to num_train_timesteps = {NumTrainTimesteps}.");
+        OriginalSteps = ConsistencySchedule.OriginalSteps(Config, NumTrainTimesteps);
     }
 
     /// <summary>γ of every step.</summary>
@@ -47,13 +45,7 @@ public sealed class TcdScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        if (inferenceSteps > OriginalSteps)
-            throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps, $"TCDScheduler: inference steps cannot exceed original_inference_steps = {OriginalSteps}.");
-        int k = NumTrainTimesteps / OriginalSteps;
-        // The distillation timesteps k−1, 2k−1, …, newest first; inference takes floor(linspace(0, len, n, endpoint=False)).
-        var origin = Enumerable.Range(1, OriginalSteps).Select(i => (long)i * k - 1).Reverse().ToArray();
-        double stride = origin.Length / (double)inferenceSteps;
-        var timesteps = Enumerable.Range(0, inferenceSteps).Select(i => (double)origin[(long)Math.Floor(i * stride)]).ToArray();
+        var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "TCDScheduler");
         return new Run(this, timesteps, generator);
     }
 
