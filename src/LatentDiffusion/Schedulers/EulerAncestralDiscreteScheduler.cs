@@ -26,7 +26,8 @@ public sealed class EulerAncestralDiscreteScheduler : DiffusionScheduler
 
     internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        // The class has no sigma-spacing keys: Karras or other spacings carried over from another class's config do not apply.
+        var (timesteps, sigmas) = SigmaSchedule.Build(ClassConfig, AlphasCumprod, inferenceSteps);
         return new Run(this, timesteps, sigmas, generator);
     }
 
