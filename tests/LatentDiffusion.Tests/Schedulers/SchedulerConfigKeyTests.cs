@@ -51,6 +51,13 @@ public sealed class SchedulerConfigKeyTests
             case "trained_betas": return [Linspace1000];
             case "disable_corrector": return ["[0]", "[0, 1]"];
             case "solver_p": return ["{}"];
+            // EDM (scheduling_edm_*.py): the two documented schedules; sigma_data 1.0 as in stabilityai/cosxl's
+            // EDMEulerScheduler config (the docstring's 0.5 is the EDM paper's); rho other than the paper's 7.
+            case "sigma_schedule": return ["karras", "exponential"];
+            case "sigma_data": return ["1.0"];
+            case "rho": return ["3.0", "10.0"];
+            // DPMSolverSDEScheduler: an int seed for the Brownian noise sampler (default None: from the run's generator).
+            case "noise_sampler_seed": return ["0", "42"];
         }
         return defaultValue.ValueKind switch
         {
@@ -101,7 +108,14 @@ public sealed class SchedulerConfigKeyTests
                 using var g = new torch.Generator(3, CPU);
                 using var run = scheduler.Start(3, g);
                 var start = SchedulerTestKit.Latents([2, 4, 6, 10], 3) * run.InitNoiseSigma;
-                var (result, calls) = SchedulerTestKit.Denoise(run, start, run.Timesteps);
+                bool learnedVariance = className == "DDPMScheduler" && p.Name == "variance_type" && value is "learned" or "learned_range";
+                if (learnedVariance)
+                {
+                    // The model must predict the variance too: the toy model's 4 channels are refused by name ...
+                    var error = Assert.Throws<ArgumentException>(() => run.Step(SchedulerTestKit.ToyModel(run, start, run.Timesteps[0]), run.Timesteps[0], start), what);
+                    Assert.That(error!.Message, Does.Contain("variance_type").And.Contain("twice"), what);
+                }
+                var (result, calls) = learnedVariance ? DenoiseWithVariance(run, start, value) : SchedulerTestKit.Denoise(run, start, run.Timesteps);
                 Assert.That(calls, Is.EqualTo(run.Timesteps.Count), what);
                 if (!ReferenceIsNonFiniteToo(className, p.Name, value))
                     Assert.That(SchedulerTestKit.AllFinite(result), Is.True, what + ": finite");
@@ -109,5 +123,28 @@ public sealed class SchedulerConfigKeyTests
             }
         }
         Assert.That(ran, Is.GreaterThan(refused), $"{className}: most documented values must run ({ran} ran, {refused} refused)");
+    }
+
+    /// <summary>
+    /// ... so for <c>learned</c> / <c>learned_range</c> the toy model's prediction comes with 4 more channels in the
+    /// reference's range: a variance ≥ 0 (0.01·tanh²) for <c>learned</c>, v = tanh ∈ [−1, 1] for <c>learned_range</c>.
+    /// </summary>
+    private static (Tensor Result, int Calls) DenoiseWithVariance(LatentDiffusion.Abstractions.ISchedulerRun run, Tensor start, string varianceType)
+    {
+        var x = start.clone();
+        int calls = 0;
+        foreach (var t in run.Timesteps)
+        {
+            using var eps = SchedulerTestKit.ToyModel(run, x, t);
+            using var input = run.ScaleModelInput(x, t);
+            using var v = varianceType == "learned" ? torch.tanh(input).square() * 0.01 : torch.tanh(input);
+            using var output = torch.cat([eps, v], 1);
+            calls++;
+            var next = run.Step(output, t, x);
+            Assert.That(next.shape, Is.EqualTo(x.shape), "the sample keeps its 4 channels");
+            x.Dispose();
+            x = next;
+        }
+        return (x, calls);
     }
 }

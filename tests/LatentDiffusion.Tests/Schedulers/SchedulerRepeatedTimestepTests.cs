@@ -35,9 +35,15 @@ public sealed class SchedulerRepeatedTimestepTests
         var (result, calls) = SchedulerTestKit.Denoise(run, start, run.Timesteps);
         Assert.That(SchedulerTestKit.AllFinite(result), Is.True, "finite result");
         Assert.That(calls, Is.EqualTo(run.Timesteps.Count));
+        // The two-evaluation samplers (the reference's scheduler.order = 2) evaluate the model twice per sigma interval,
+        // except on the last one, which ends at σ = 0 and is a single Euler step: 2n − 1 timesteps. Heun and KDPM2 (a)
+        // as the reference; DPM++ SDE as the reference's DPMSolverSDEScheduler and k-diffusion's sample_dpmpp_sde;
+        // DPM++ 2S a as k-diffusion's sample_dpmpp_2s_ancestral (σ_down = σ_next²/σ > 0 before the last step).
+        bool twoEvaluations = name is "heun" or "kdpm2" or "kdpm2-a" or "dpm++sde" or "dpm++sde-karras" or "dpm++2s-a";
+        Assert.That(run.Order, Is.EqualTo(twoEvaluations ? 2 : 1), "order");
         int expectedCount = name switch
         {
-            "heun" or "kdpm2" or "kdpm2-a" => 2 * steps - 1,
+            _ when twoEvaluations => 2 * steps - 1,
             // PNDM without skip_prk_steps: 12 Runge-Kutta evaluations on the last three steps, then PLMS on the rest.
             "pndm" => steps + 9,
             _ => steps,
