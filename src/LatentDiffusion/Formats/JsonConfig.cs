@@ -21,26 +21,69 @@ public sealed class JsonConfig
         Source = source;
     }
 
-    /// <summary>Reads and parses a config file.</summary>
+    /// <summary>
+    /// Reads and parses a config file. Besides strict JSON it accepts what the reference's writer (Python's
+    /// <c>json.dumps</c>) emits for non-finite numbers, the bare <c>NaN</c>, <c>Infinity</c> and <c>-Infinity</c> (e.g.
+    /// <c>"lambda_min_clipped": -Infinity</c> in a DPM-Solver <c>scheduler_config.json</c>), and trailing commas and comments.
+    /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is not a JSON object.</exception>
     public static JsonConfig Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Config file not found: {path}", path);
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            return new JsonConfig(doc.RootElement, path);
-        }
-        catch (JsonException e) { throw new InvalidDataException($"Config file '{path}' is not valid JSON: {e.Message}", e); }
+        return Parse(File.ReadAllText(path), path);
     }
 
-    /// <summary>Parses config text.</summary>
+    /// <summary>Parses config text, accepting the same as <see cref="Load"/>.</summary>
+    /// <exception cref="InvalidDataException">The text is not a JSON object; the message names <paramref name="source"/>.</exception>
     public static JsonConfig Parse(string json, string source)
     {
-        using var doc = JsonDocument.Parse(json);
-        return new JsonConfig(doc.RootElement, source);
+        ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            using var doc = JsonDocument.Parse(QuoteNonFinite(json), ReadOptions);
+            return new JsonConfig(doc.RootElement, source);
+        }
+        catch (JsonException e) { throw new InvalidDataException($"Config '{source}' is not valid JSON: {e.Message}", e); }
     }
+
+    private static readonly JsonDocumentOptions ReadOptions = new() { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip };
+
+    private static readonly string[] NonFinite = ["-Infinity", "Infinity", "NaN"];
+
+    /// <summary>
+    /// Wraps the NaN / Infinity / -Infinity tokens that stand outside strings in quotes, the form <see cref="Double"/>
+    /// reads (System.Text.Json reads named floating-point literals only when quoted).
+    /// </summary>
+    internal static string QuoteNonFinite(string json)
+    {
+        System.Text.StringBuilder? sb = null;
+        bool inString = false;
+        for (int i = 0; i < json.Length; i++)
+        {
+            char c = json[i];
+            if (inString)
+            {
+                sb?.Append(c);
+                if (c == '\\' && i + 1 < json.Length) sb?.Append(json[++i]);
+                else if (c == '"') inString = false;
+                continue;
+            }
+            if (c == '"') { inString = true; sb?.Append(c); continue; }
+            string? token = null;
+            foreach (var t in NonFinite)
+                if (string.CompareOrdinal(json, i, t, 0, t.Length) == 0) { token = t; break; }
+            if (token is null) { sb?.Append(c); continue; }
+            sb ??= new System.Text.StringBuilder(json.Length + 16).Append(json, 0, i);
+            sb.Append('"').Append(token).Append('"');
+            i += token.Length - 1;
+        }
+        return sb?.ToString() ?? json;
+    }
+
+    private static bool IsNonFiniteText(JsonElement e) => e.ValueKind == JsonValueKind.String && e.GetString() is "-Infinity" or "Infinity" or "NaN";
+
+    private static double ReadDouble(JsonElement e) => e.ValueKind == JsonValueKind.Number ? e.GetDouble() : double.Parse(e.GetString()!, System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The raw JSON object.</summary>
     public JsonElement Root => _root;
@@ -54,8 +97,7 @@ public sealed class JsonConfig
     public int Int(string key, int fallback) => TryGet(key, out var v) ? Convert(key, v, e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _), e => e.GetInt32(), "an integer") : fallback;
 
     /// <summary>A number, or <paramref name="fallback"/> when absent or null.</summary>
-    public double Double(string key, double fallback) => TryGet(key, out var v) ? Convert(key, v, e => e.ValueKind == JsonValueKind.Number || (e.ValueKind == JsonValueKind.String && e.GetString() is "-Infinity" or "Infinity" or "NaN"),
-        e => e.ValueKind == JsonValueKind.Number ? e.GetDouble() : double.Parse(e.GetString()!, System.Globalization.CultureInfo.InvariantCulture), "a number") : fallback;
+    public double Double(string key, double fallback) => TryGet(key, out var v) ? Convert(key, v, e => e.ValueKind == JsonValueKind.Number || IsNonFiniteText(e), ReadDouble, "a number") : fallback;
 
     /// <summary>A boolean, or <paramref name="fallback"/> when absent or null.</summary>
     public bool Bool(string key, bool fallback) => TryGet(key, out var v) ? Convert(key, v, e => e.ValueKind is JsonValueKind.True or JsonValueKind.False, e => e.GetBoolean(), "true or false") : fallback;
@@ -67,7 +109,7 @@ public sealed class JsonConfig
     public int[]? IntArray(string key, int? count = null) => Array(key, count, e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _), e => e.GetInt32(), "integers");
 
     /// <summary>An array of numbers.</summary>
-    public double[]? DoubleArray(string key) => Array(key, null, e => e.ValueKind == JsonValueKind.Number, e => e.GetDouble(), "numbers");
+    public double[]? DoubleArray(string key) => Array(key, null, e => e.ValueKind == JsonValueKind.Number || IsNonFiniteText(e), ReadDouble, "numbers");
 
     /// <summary>An array of strings; a single string is repeated <paramref name="count"/> times when given.</summary>
     public string[]? StringArray(string key, int? count = null) => Array(key, count, e => e.ValueKind == JsonValueKind.String, e => e.GetString()!, "strings");

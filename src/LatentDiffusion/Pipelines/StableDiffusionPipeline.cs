@@ -330,7 +330,10 @@ public sealed class StableDiffusionPipeline : IPipeline
     {
         if (options.CustomScheduler is { } custom) return custom;
         var overrides = options.SchedulerOverrides;
-        if (options.Eta != 0)
+        // As the reference's prepare_extra_step_kwargs: η goes to the schedulers whose step takes it (DDIM only) and is
+        // ignored by the others.
+        string className = options.Scheduler is { } named ? SchedulerRegistry.ClassNameOf(named) : Scheduler.ClassName;
+        if (options.Eta != 0 && className == "DDIMScheduler")
             overrides = new Dictionary<string, string>(overrides ?? new Dictionary<string, string>())
             {
                 ["eta"] = options.Eta.ToString("R", System.Globalization.CultureInfo.InvariantCulture),

@@ -1,5 +1,6 @@
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Formats;
+using LatentDiffusion.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,16 +18,32 @@ public abstract class DiffusionScheduler : IScheduler
         ("num_train_timesteps", 1000), ("beta_start", 0.0001), ("beta_end", 0.02), ("beta_schedule", "linear"), ("trained_betas", null),
     ];
 
+    /// <summary>
+    /// The beta keys of the reference's Heun, KDPM2 and KDPM2 ancestral classes, whose defaults are Stable Diffusion's
+    /// beta range (0.00085 to 0.012) but a <c>linear</c> schedule, exactly as their <c>__init__</c> declares them.
+    /// </summary>
+    internal static readonly (string Key, object? Default)[] StableDiffusionRangeBetaKeys =
+    [
+        ("num_train_timesteps", 1000), ("beta_start", 0.00085), ("beta_end", 0.012), ("beta_schedule", "linear"), ("trained_betas", null),
+    ];
+
     internal DiffusionScheduler(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? config, IReadOnlyDictionary<string, string>? overrides, bool zeroSnrPatchesLast, Action<System.Text.Json.Nodes.JsonObject>? adjust = null)
     {
+        // Every public way to a scheduler (the registry, each class's constructor) comes through here, and the schedule
+        // below is computed with libtorch: load it the library's way first, as the pipeline loaders do. A scheduler used on
+        // its own, before anything else touched TorchSharp, would otherwise meet TorchSharp's own loader, which fails on
+        // systems whose libstdc++ is older than its glue library asks for (Debian 12).
+        TorchRuntime.EnsureInitialized();
         ClassName = className;
         Config = SchedulerConfig.Build(className, defaults, config, overrides, adjust);
+        ClassConfig = SchedulerConfig.OnlyClassKeys(Config, defaults);
         NumTrainTimesteps = Config.Int("num_train_timesteps", 1000);
         if (NumTrainTimesteps < 2 || NumTrainTimesteps > ModelLimits.MaxTrainTimesteps)
             throw new InvalidDataException($"Config '{Config.Source}': 'num_train_timesteps' = {NumTrainTimesteps}, expected 2 to {ModelLimits.MaxTrainTimesteps:N0} (Stable Diffusion: 1000).");
         Config.RequireOneOf("prediction_type", SupportedPredictionTypes);
         PredictionType = Config.String("prediction_type", "epsilon")!;
-        AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(Config, NumTrainTimesteps, zeroSnrPatchesLast);
+        // Keys carried over from another class's config (e.g. rescale_betas_zero_snr into LMS) do not affect this one.
+        AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(ClassConfig, NumTrainTimesteps, zeroSnrPatchesLast);
     }
 
     /// <inheritdoc/>
@@ -34,6 +51,12 @@ public abstract class DiffusionScheduler : IScheduler
 
     /// <inheritdoc/>
     public JsonConfig Config { get; }
+
+    /// <summary>
+    /// <see cref="Config"/> without the keys carried over unused from another class's config: what the class's own
+    /// computations read when a shared helper looks for a key that only some classes have.
+    /// </summary>
+    internal JsonConfig ClassConfig { get; }
 
     /// <inheritdoc/>
     public int NumTrainTimesteps { get; }

@@ -13,7 +13,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", true),
+        .. BetaKeys, .. DpmSolverMath.SolverKeys, ("algorithm_type", "dpmsolver++"), ("solver_type", "midpoint"), ("lower_order_final", false),
         .. SigmaSchedule.SigmaKeys, ("use_flow_sigmas", false), ("flow_shift", 1.0), ("final_sigmas_type", "zero"),
         ("lambda_min_clipped", double.NegativeInfinity), ("variance_type", null), ("use_dynamic_shifting", false), ("time_shift_type", "exponential"),
     ];
@@ -47,7 +47,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
     {
         int order = SolverOrder;
         // As the reference, a final step that cannot take the full order forces lower_order_final.
-        bool lowerOrderFinal = Config.Bool("lower_order_final", true) || steps % order != 0 || zeroFinal;
+        bool lowerOrderFinal = Config.Bool("lower_order_final", false) || steps % order != 0 || zeroFinal;
         var orders = new List<int>();
         int[] cycle = [.. Enumerable.Range(1, order)];
         if (lowerOrderFinal)

@@ -13,7 +13,7 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, ("prediction_type", "epsilon"), .. SigmaSchedule.SigmaKeys, ("clip_sample", false), ("clip_sample_range", 1.0),
+        .. StableDiffusionRangeBetaKeys, ("prediction_type", "epsilon"), .. SigmaSchedule.SigmaKeys, ("clip_sample", false), ("clip_sample_range", 1.0),
         ("timestep_spacing", "linspace"), ("steps_offset", 0),
     ];
 

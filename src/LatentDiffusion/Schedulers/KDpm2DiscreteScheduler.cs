@@ -14,7 +14,7 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
 {
     internal static readonly (string Key, object? Default)[] Defaults =
     [
-        .. BetaKeys, .. SigmaSchedule.SigmaKeys, ("prediction_type", "epsilon"), ("timestep_spacing", "linspace"), ("steps_offset", 0),
+        .. StableDiffusionRangeBetaKeys, .. SigmaSchedule.SigmaKeys, ("prediction_type", "epsilon"), ("timestep_spacing", "linspace"), ("steps_offset", 0),
     ];
 
     /// <summary>Builds KDPM2 from a scheduler config (missing keys take its defaults) and optional overrides.</summary>

@@ -68,8 +68,12 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
             _derivatives.Add(Keep((sample - x0) / sigma));
             if (_derivatives.Count > LmsOrder) { Release(_derivatives[0]); _derivatives.RemoveAt(0); }
             int order = Math.Min(i + 1, LmsOrder);
+            // As the reference (which zips the coefficients with the stored derivatives): a run that began mid-schedule
+            // (image-to-image) has fewer derivatives than the order, and uses the ones it has. The coefficients keep the
+            // order of the step's position in the schedule.
+            int terms = Math.Min(order, _derivatives.Count);
             Tensor? sum = null;
-            for (int k = 0; k < order; k++)
+            for (int k = 0; k < terms; k++)
             {
                 var term = Coefficient(Sig, order, i, k) * _derivatives[_derivatives.Count - 1 - k];
                 sum = sum is null ? term : sum + term;

@@ -201,7 +201,10 @@ internal static class NoiseSchedule
         var x = dtype is ScalarType.Float32 or ScalarType.Float64 ? sample : sample.to(ScalarType.Float32);
         var shape = x.shape;
         x = x.reshape(shape[0], -1);
-        var s = torch.quantile(x.abs(), ratio, dim: 1).clamp(1, maxValue).unsqueeze(1);
+        // The reference passes q as a Python float, which libtorch turns into a scalar of the input's dtype; a float64
+        // q tensor with float32 input is refused by libtorch.
+        using var q = torch.tensor(ratio, dtype: x.dtype);
+        var s = torch.quantile(x.abs(), q, dim: 1).clamp(1, maxValue).unsqueeze(1);
         x = torch.minimum(torch.maximum(x, -s), s) / s;
         return x.reshape(shape).to(dtype).MoveToOuterDisposeScope();
     }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LatentDiffusion.Formats;
@@ -15,61 +14,19 @@ namespace LatentDiffusion.Schedulers;
 public static class SchedulerConfig
 {
     /// <summary>
-    /// Reads a <c>scheduler_config.json</c>. Unlike strict JSON it accepts the bare <c>NaN</c>, <c>Infinity</c> and
-    /// <c>-Infinity</c> that Python's json module writes (e.g. <c>"lambda_min_clipped": -Infinity</c>).
+    /// Reads a <c>scheduler_config.json</c>: the same reader as every other config (<see cref="JsonConfig.Load"/>), which
+    /// also accepts the bare <c>NaN</c>, <c>Infinity</c> and <c>-Infinity</c> that Python's json module writes (e.g.
+    /// <c>"lambda_min_clipped": -Infinity</c>).
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    public static JsonConfig Load(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Scheduler config not found: {path}", path);
-        return Parse(File.ReadAllText(path), path);
-    }
+    /// <exception cref="InvalidDataException">The file is not a JSON object.</exception>
+    public static JsonConfig Load(string path) => JsonConfig.Load(path);
 
     /// <summary>Parses config text, accepting Python's non-finite number literals (see <see cref="Load"/>).</summary>
-    public static JsonConfig Parse(string json, string source)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(QuoteNonFinite(json), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            return new JsonConfig(doc.RootElement, source);
-        }
-        catch (JsonException e) { throw new InvalidDataException($"Scheduler config '{source}' is not valid JSON: {e.Message}", e); }
-    }
+    /// <exception cref="InvalidDataException">The text is not a JSON object.</exception>
+    public static JsonConfig Parse(string json, string source) => JsonConfig.Parse(json, source);
 
     private static readonly JsonSerializerOptions WriteOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
-    private static readonly string[] NonFinite = ["-Infinity", "Infinity", "NaN"];
-
-    /// <summary>Wraps NaN / Infinity / -Infinity tokens outside strings in quotes, the form <see cref="JsonConfig.Double"/> reads.</summary>
-    internal static string QuoteNonFinite(string json)
-    {
-        var sb = new StringBuilder(json.Length + 16);
-        bool inString = false;
-        for (int i = 0; i < json.Length; i++)
-        {
-            char c = json[i];
-            if (inString)
-            {
-                sb.Append(c);
-                if (c == '\\' && i + 1 < json.Length) sb.Append(json[++i]);
-                else if (c == '"') inString = false;
-                continue;
-            }
-            if (c == '"') { inString = true; sb.Append(c); continue; }
-            foreach (var token in NonFinite)
-            {
-                if (string.CompareOrdinal(json, i, token, 0, token.Length) == 0)
-                {
-                    sb.Append('"').Append(token).Append('"');
-                    i += token.Length - 1;
-                    goto next;
-                }
-            }
-            sb.Append(c);
-        next:;
-        }
-        return sb.ToString();
-    }
 
     /// <summary>Merges defaults, the model config and overrides into the effective config of <paramref name="className"/>.</summary>
     internal static JsonConfig Build(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? model, IReadOnlyDictionary<string, string>? overrides, Action<JsonObject>? adjust = null)
@@ -120,6 +77,17 @@ public static class SchedulerConfig
         return new JsonConfig(doc.RootElement, source);
     }
 
+    /// <summary>The effective config with only <c>_class_name</c> and the class's own keys (the carried, unused ones removed).</summary>
+    internal static JsonConfig OnlyClassKeys(JsonConfig config, IReadOnlyList<(string Key, object? Default)> defaults)
+    {
+        var keys = defaults.Select(d => d.Key).ToHashSet();
+        var obj = new JsonObject();
+        foreach (var p in config.Root.EnumerateObject())
+            if (p.Name == "_class_name" || keys.Contains(p.Name)) obj[p.Name] = JsonNode.Parse(p.Value.GetRawText());
+        using var doc = JsonDocument.Parse(obj.ToJsonString(WriteOptions));
+        return new JsonConfig(doc.RootElement, config.Source);
+    }
+
     private static JsonNode? ToNode(object? value) => value switch
     {
         null => null,
@@ -152,7 +120,7 @@ public static class SchedulerConfig
                 return JsonValue.Create(text);
             default:
                 // Keys whose default is null or a list (sigma_min, trained_betas, disable_corrector): JSON, else a string.
-                try { return JsonNode.Parse(QuoteNonFinite(text)); }
+                try { return JsonNode.Parse(JsonConfig.QuoteNonFinite(text)); }
                 catch (JsonException) { return JsonValue.Create(text); }
         }
     }

@@ -60,10 +60,21 @@ internal abstract class SchedulerRun : ISchedulerRun
 
     public abstract Tensor AddNoise(Tensor original, Tensor noise, double timestep);
 
-    /// <summary>Sets the step index on first use, as the reference's <c>_init_step_index</c>, and returns it.</summary>
+    /// <summary>
+    /// Sets the step index on first use, as the reference's <c>_init_step_index</c>, and returns it: the begin index when
+    /// one was set, else the timestep's position (<see cref="IndexForTimestep"/>) — except that a run whose first call
+    /// brings the first timestep of its own schedule starts there, at index 0.
+    /// </summary>
+    /// <remarks>
+    /// The reference takes the second occurrence of a repeated timestep so that a run entered in the middle of its
+    /// schedule (image-to-image without a begin index) does not skip a sigma. At the very start nothing can be skipped,
+    /// but Karras sigmas on a zero-terminal-SNR schedule repeat the first timestep (999, 999, 999, 998, …); taking the
+    /// second copy there left the last step without a sigma to step to and ended every text-to-image run with an error.
+    /// Text-to-image walks its own list from index 0.
+    /// </remarks>
     protected int CurrentIndex(double timestep)
     {
-        StepIndex ??= BeginIndex ?? IndexForTimestep(timestep);
+        StepIndex ??= BeginIndex ?? (_timesteps.Length > 0 && _timesteps[0] == timestep ? 0 : IndexForTimestep(timestep));
         return StepIndex.Value;
     }
 

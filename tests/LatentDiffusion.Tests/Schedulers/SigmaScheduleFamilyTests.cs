@@ -69,7 +69,6 @@ public sealed class SigmaScheduleFamilyTests
         Assert.That(run.Sigmas![^1], Is.Zero, "final sigma");
         using var scope = NewDisposeScope();
         using var g = new torch.Generator(4, CPU);
-        run.SetBeginIndex(0);
         var x = Denoise(run, torch.randn([2, 4, 6, 10], generator: g) * run.InitNoiseSigma);
         Assert.That(x.isfinite().all().item<bool>(), Is.True);
     }

@@ -88,11 +88,17 @@ public sealed class SigmaSpacingTests
 
         using var scope = NewDisposeScope();
         using var g = new torch.Generator(3, CPU);
-        // Beta sigmas crowd the ends, so integer schedules can repeat a timestep (bug 8 of the issue, handled
-        // elsewhere); start from index 0 explicitly as a pipeline may.
-        run.SetBeginIndex(0);
-        var x = Denoise(run, torch.randn([2, 4, 6, 10], generator: g) * run.InitNoiseSigma);
+        // No SetBeginIndex: beta sigmas crowd the ends, so the integer schedules repeat their first timestep at 33 steps
+        // (DPM++, UniPC, DEIS); a run called at Timesteps[0] starts at index 0 by itself, exactly as one told to.
+        var start = torch.randn([2, 4, 6, 10], generator: g) * run.InitNoiseSigma;
+        using var noise1 = new torch.Generator(5, CPU);
+        using var seeded = scheduler.Start(steps, noise1);
+        var x = Denoise(seeded, start);
         Assert.That(x.isfinite().all().item<bool>(), Is.True, "denoised");
+        using var noise2 = new torch.Generator(5, CPU);
+        using var fromZero = scheduler.Start(steps, noise2);
+        fromZero.SetBeginIndex(0);
+        Assert.That((x - Denoise(fromZero, start)).abs().max().item<float>(), Is.Zero, "same as begin index 0");
     }
 
     [Test]
