@@ -191,6 +191,9 @@ public static partial class ModelHub
                 using var response = await SendAsync(url, null, commit, ct).ConfigureAwait(false);
                 files.AddRange(HubFile.ParseTree(await response.Content.ReadAsStringAsync(ct).ConfigureAwait(false), repoId));
                 url = NextPage(response, url);
+                // The token goes only to the endpoint: a next page elsewhere is not followed.
+                if (url is not null && !SameOrigin(url, endpoint))
+                    throw new InvalidDataException($"The hub's file list of '{repoId}' continues at another address ({url}), not under {endpoint}.");
             }
             return files;
         }
@@ -222,8 +225,19 @@ public static partial class ModelHub
             var buffer = new byte[1 << 16];
             long reported = have;
             progress?.Invoke(have);
-            for (int n; (n = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0;)
+            while (true)
             {
+                int n;
+                try
+                {
+                    n = await input.ReadAsync(buffer, ct).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or HttpRequestException && !ct.IsCancellationRequested)
+                {
+                    // What arrived is kept in the partial file: the next attempt asks for the rest.
+                    throw new IOException($"The download of '{file.Path}' of '{repoId}' was interrupted at {have} of {file.Size} bytes ({e.Message}); run again to resume it.", e);
+                }
+                if (n == 0) break;
                 await output.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                 have += n;
                 if (have > file.Size) break; // more than listed: verification reports it
@@ -273,6 +287,10 @@ public static partial class ModelHub
             };
             return new IOException(message);
         }
+
+        private static bool SameOrigin(string url, string endpoint)
+            => Uri.TryCreate(url, UriKind.Absolute, out var a) && Uri.TryCreate(endpoint, UriKind.Absolute, out var b)
+               && Uri.Compare(a, b, UriComponents.SchemeAndServer, UriFormat.Unescaped, StringComparison.OrdinalIgnoreCase) == 0;
 
         private static string? NextPage(HttpResponseMessage response, string current)
         {

@@ -19,7 +19,7 @@ internal sealed class FakeHub : IDisposable
     private readonly Task _loop;
     private readonly List<Request> _requests = [];
 
-    public sealed record Request(string Path, string? Range, string? Authorization);
+    public sealed record Request(string Path, string Query, string? Range, string? Authorization);
 
     public FakeHub(string repoId, IReadOnlyDictionary<string, byte[]> files, IReadOnlySet<string> lfs)
     {
@@ -49,6 +49,12 @@ internal sealed class FakeHub : IDisposable
 
     /// <summary>Files served with one byte changed (same size): a corrupted transfer.</summary>
     public HashSet<string> Corrupt { get; } = [];
+
+    /// <summary>Files whose next download stops after half of the bytes (the connection is dropped), once each.</summary>
+    public HashSet<string> Interrupt { get; } = [];
+
+    /// <summary>The address the tree API's <c>Link: rel="next"</c> points at; default this server.</summary>
+    public string? NextPageBase { get; set; }
 
     /// <summary>The tree API answers in pages of this many entries (with a <c>Link: rel="next"</c> header).</summary>
     public int PageSize { get; set; } = int.MaxValue;
@@ -91,7 +97,7 @@ internal sealed class FakeHub : IDisposable
         var request = context.Request;
         var response = context.Response;
         string path = Uri.UnescapeDataString(request.Url!.AbsolutePath);
-        lock (_requests) _requests.Add(new Request(path, request.Headers["Range"], request.Headers["Authorization"]));
+        lock (_requests) _requests.Add(new Request(path, request.Url.Query, request.Headers["Range"], request.Headers["Authorization"]));
 
         string api = $"/api/models/{RepoId}/";
         if (path.StartsWith(api + "revision/", StringComparison.Ordinal))
@@ -106,7 +112,7 @@ internal sealed class FakeHub : IDisposable
             var entries = Tree();
             var page = entries.Skip(start).Take(PageSize).ToList();
             if (start + page.Count < entries.Count)
-                response.AddHeader("Link", $"<{Endpoint}{api}tree/{Commit}?recursive=true&cursor={start + page.Count}>; rel=\"next\"");
+                response.AddHeader("Link", $"<{NextPageBase ?? Endpoint}{api}tree/{Commit}?recursive=true&cursor={start + page.Count}>; rel=\"next\"");
             Json(response, JsonSerializer.Serialize(page));
         }
         else if (path.StartsWith($"/{RepoId}/resolve/{Commit}/", StringComparison.Ordinal))
@@ -121,7 +127,9 @@ internal sealed class FakeHub : IDisposable
                 return;
             }
             response.AddHeader("X-Repo-Commit", Commit);
-            Content(request, response, Served(file));
+            bool interrupt;
+            lock (Interrupt) interrupt = Interrupt.Remove(file);
+            Content(request, response, Served(file), interrupt);
         }
         else Error(response, path.StartsWith("/api/models/", StringComparison.Ordinal) ? 401 : 404, "RepoNotFound");
     }
@@ -151,7 +159,7 @@ internal sealed class FakeHub : IDisposable
         return entries;
     }
 
-    private static void Content(HttpListenerRequest request, HttpListenerResponse response, byte[] data)
+    private static void Content(HttpListenerRequest request, HttpListenerResponse response, byte[] data, bool interrupt)
     {
         int start = 0;
         if (request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal) && range.EndsWith('-'))
@@ -166,6 +174,13 @@ internal sealed class FakeHub : IDisposable
             response.AddHeader("Content-Range", $"bytes {start}-{data.Length - 1}/{data.Length}");
         }
         response.ContentLength64 = data.Length - start;
+        if (interrupt)
+        {
+            response.OutputStream.Write(data, start, (data.Length - start) / 2);
+            response.OutputStream.Flush();
+            response.Abort();
+            return;
+        }
         response.OutputStream.Write(data, start, data.Length - start);
     }
 

@@ -170,6 +170,57 @@ public class ModelHubTests
     }
 
     [Test]
+    public async Task AnInterruptedDownloadIsKeptAndResumedByTheNextCall()
+    {
+        using var hub = Serve();
+        const string file = "unet/diffusion_pytorch_model.safetensors";
+        var data = hub.Files[file];
+        hub.Interrupt.Add(file);
+        var e = Assert.ThrowsAsync<IOException>(() => Download(hub))!;
+        Assert.That(e.Message, Does.Contain(file).And.Contain("interrupted").And.Contain("resume"));
+        string partial = Path.Combine(_cache, "models--test-org--tiny-pipeline", "blobs", FakeHub.Sha256(data) + ".incomplete");
+        long kept = new FileInfo(partial).Length;
+        Assert.That(kept, Is.GreaterThan(0).And.LessThan(data.Length));
+
+        string snapshot = await Download(hub);
+
+        Assert.That(File.ReadAllBytes(Path.Combine(snapshot, file)), Is.EqualTo(data));
+        Assert.That(hub.Downloads(file).Where(r => r.Range is not null).Select(r => r.Range).Distinct(), Is.EqualTo(new[] { $"bytes={kept}-" }));
+    }
+
+    [Test]
+    public async Task FilesWithTheSameContentShareOneBlob()
+    {
+        var (files, lfs) = Repository();
+        files["tokenizer/special_tokens_map.json"] = files["tokenizer/tokenizer_config.json"];
+        using var hub = new FakeHub(RepoId, files, lfs);
+        string snapshot = await Download(hub);
+        Assert.That(File.ReadAllBytes(Path.Combine(snapshot, "tokenizer", "special_tokens_map.json")), Is.EqualTo(files["tokenizer/tokenizer_config.json"]));
+        Assert.That(Directory.GetFiles(Path.Combine(_cache, "models--test-org--tiny-pipeline", "blobs")), Has.Length.EqualTo(Common.Length));
+    }
+
+    [Test]
+    public async Task ACommitHashRevisionWritesNoRef()
+    {
+        using var hub = Serve();
+        string snapshot = await ModelHub.DownloadCoreAsync(RepoId, new ModelHubOptions { Endpoint = hub.Endpoint, CacheDirectory = _cache, Revision = FakeHub.Commit },
+            null, Environment(), CancellationToken.None);
+        Assert.That(snapshot, Does.EndWith(FakeHub.Commit));
+        Assert.That(Directory.Exists(Path.Combine(_cache, "models--test-org--tiny-pipeline", "refs")), Is.False);
+    }
+
+    [Test]
+    public async Task ATreePageElsewhereIsNotFollowed()
+    {
+        using var hub = Serve();
+        hub.PageSize = 4;
+        hub.NextPageBase = "http://127.0.0.2:9";
+        var e = Assert.ThrowsAsync<InvalidDataException>(() => Download(hub, token: "hf_secret"))!;
+        Assert.That(e.Message, Does.Contain("another address"));
+        await Task.CompletedTask;
+    }
+
+    [Test]
     public async Task HashMismatchIsAnErrorAndLeavesNoFile()
     {
         using var hub = Serve();
@@ -200,6 +251,11 @@ public class ModelHubTests
         var api = hub.Requests.Where(r => r.Path.StartsWith("/api/", StringComparison.Ordinal)).ToList();
         Assert.That(api, Is.Not.Empty);
         Assert.That(api.Select(r => r.Authorization).Distinct(), Is.EqualTo(new[] { "Bearer hf_option" }));
+        // The token goes to the hub's resolve URLs, and is dropped when a redirect leads to the file CDN.
+        Assert.That(hub.Downloads().Where(r => r.Query == "").Select(r => r.Authorization).Distinct(), Is.EqualTo(new[] { "Bearer hf_option" }));
+        var cdn = hub.Downloads().Where(r => r.Query == "?cdn=1").ToList();
+        Assert.That(cdn, Is.Not.Empty);
+        Assert.That(cdn.Select(r => r.Authorization), Is.All.Null);
     }
 
     [TestCase("HF_TOKEN")]
