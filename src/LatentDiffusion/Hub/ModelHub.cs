@@ -209,9 +209,10 @@ public static partial class ModelHub
             if (have == file.Size && have > 0) return; // complete but not yet checked and moved
             string url = $"{endpoint}/{repoId}/resolve/{commit}/{string.Join('/', file.Path.Split('/').Select(Uri.EscapeDataString))}";
             var response = await SendAsync(url, have > 0 ? new RangeHeaderValue(have, null) : null, commit, ct).ConfigureAwait(false);
-            if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
+            if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable
+                || (response.StatusCode == HttpStatusCode.PartialContent && response.Content.Headers.ContentRange?.From is { } from && from != have))
             {
-                // The partial file does not fit the file any more: start again.
+                // The partial file does not fit the file any more (or the server sent another part): start again.
                 response.Dispose();
                 File.Delete(partial);
                 have = 0;
@@ -248,7 +249,7 @@ public static partial class ModelHub
         private async Task<HttpResponseMessage> SendAsync(string url, RangeHeaderValue? range, string revision, CancellationToken ct)
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, url);
-            // HttpClient drops the Authorization header when it follows a redirect to another host (the file CDN).
+            // HttpClient drops the Authorization header when it follows a redirect (to the file CDN, which needs none).
             if (token is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
             request.Headers.Range = range;
             HttpResponseMessage response;

@@ -53,6 +53,9 @@ internal sealed class FakeHub : IDisposable
     /// <summary>Files whose next download stops after half of the bytes (the connection is dropped), once each.</summary>
     public HashSet<string> Interrupt { get; } = [];
 
+    /// <summary>Answer range requests with the whole file (200), as some servers do.</summary>
+    public bool IgnoreRange { get; set; }
+
     /// <summary>The address the tree API's <c>Link: rel="next"</c> points at; default this server.</summary>
     public string? NextPageBase { get; set; }
 
@@ -129,7 +132,7 @@ internal sealed class FakeHub : IDisposable
             response.AddHeader("X-Repo-Commit", Commit);
             bool interrupt;
             lock (Interrupt) interrupt = Interrupt.Remove(file);
-            Content(request, response, Served(file), interrupt);
+            Content(request, response, Served(file), interrupt, IgnoreRange);
         }
         else Error(response, path.StartsWith("/api/models/", StringComparison.Ordinal) ? 401 : 404, "RepoNotFound");
     }
@@ -159,10 +162,10 @@ internal sealed class FakeHub : IDisposable
         return entries;
     }
 
-    private static void Content(HttpListenerRequest request, HttpListenerResponse response, byte[] data, bool interrupt)
+    private static void Content(HttpListenerRequest request, HttpListenerResponse response, byte[] data, bool interrupt, bool ignoreRange)
     {
         int start = 0;
-        if (request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal) && range.EndsWith('-'))
+        if (!ignoreRange && request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal) && range.EndsWith('-'))
         {
             start = int.Parse(range["bytes=".Length..^1]);
             if (start >= data.Length)

@@ -221,6 +221,20 @@ public class ModelHubTests
     }
 
     [Test]
+    public async Task AServerThatIgnoresRangeRestartsTheFile()
+    {
+        using var hub = Serve();
+        hub.IgnoreRange = true;
+        const string file = "unet/diffusion_pytorch_model.safetensors";
+        var data = hub.Files[file];
+        string blobs = Path.Combine(_cache, "models--test-org--tiny-pipeline", "blobs");
+        Directory.CreateDirectory(blobs);
+        File.WriteAllBytes(Path.Combine(blobs, FakeHub.Sha256(data) + ".incomplete"), data[..1000]);
+        string snapshot = await Download(hub);
+        Assert.That(File.ReadAllBytes(Path.Combine(snapshot, file)), Is.EqualTo(data), "the whole file was appended to the partial one");
+    }
+
+    [Test]
     public async Task HashMismatchIsAnErrorAndLeavesNoFile()
     {
         using var hub = Serve();
