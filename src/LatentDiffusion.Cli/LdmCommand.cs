@@ -14,6 +14,7 @@ public static class LdmCommand
         root.Subcommands.Add(GenerateCommand.Create(verbose, stdout, stderr));
         root.Subcommands.Add(TokenizeCommand.Create(stdout));
         root.Subcommands.Add(InfoCommand.Create(stdout));
+        root.Subcommands.Add(PullCommand.Create(stdout, stderr));
 
         ParseResult parse;
         try

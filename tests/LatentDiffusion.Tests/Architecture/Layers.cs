@@ -31,6 +31,8 @@ internal static class Layers
         ["Loading"] = [.. UnderParts, .. Parts],
         ["Pipelines"] = [.. UnderParts, .. Parts, "Loading"],
         ["Integration"] = [.. UnderParts, .. Parts, "Loading", "Pipelines"],
+        // Beside everything: Hub downloads model files (HTTP and the cache), knowing nothing of the model parts.
+        ["Hub"] = Bottom,
     };
 
     /// <summary>
