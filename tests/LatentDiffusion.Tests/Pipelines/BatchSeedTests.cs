@@ -110,7 +110,7 @@ public class BatchSeedTests
     public void GeneratorsMustBeOnePerImage()
     {
         using var g = new Generator(1);
-        var e = Assert.Throws<ArgumentException>(() => Sd15.Generate("a cat", Quick with { ImagesPerPrompt = 2, Generators = [g] }));
+        var e = Assert.Throws<ArgumentException>(() => GeneratedModel.Pipeline.Generate("a cat", Quick with { ImagesPerPrompt = 2, Generators = [g] }));
         Assert.That(e!.Message, Does.Contain("one per image").And.Contain("ImagesPerPrompt = 2"));
     }
 

@@ -66,9 +66,9 @@ public class RawPixelTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new RgbImage(0, 4, []));
         Assert.Throws<ArgumentNullException>(() => new RgbImage(4, 4, null!));
         using var image = new Image<Rgb24>(64, 64);
-        var both = Assert.Throws<ArgumentException>(() => Sd15.Generate("a cat", Quick with { InitImage = image, InitImagePixels = new RgbImage(64, 64, new byte[64 * 64 * 3]) }));
+        var both = Assert.Throws<ArgumentException>(() => GeneratedModel.Pipeline.Generate("a cat", Quick with { InitImage = image, InitImagePixels = new RgbImage(64, 64, new byte[64 * 64 * 3]) }));
         Assert.That(both!.Message, Does.Contain("InitImagePixels"));
-        var tiny = Assert.Throws<ArgumentException>(() => Sd15.Generate("a cat", new GenerationOptions { Steps = 2, InitImagePixels = new RgbImage(4, 4, new byte[48]) }));
+        var tiny = Assert.Throws<ArgumentException>(() => GeneratedModel.Pipeline.Generate("a cat", new GenerationOptions { Steps = 2, InitImagePixels = new RgbImage(4, 4, new byte[48]) }));
         Assert.That(tiny!.Message, Does.Contain("4x4"));
     }
 }

@@ -12,7 +12,8 @@ namespace LatentDiffusion.Tests.Schedulers;
 /// </summary>
 internal static class ScheduleFormulas
 {
-    public static JsonConfig Sd15 => SchedulerConfig.Load(Fixtures.PathOf("tiny-sd15", "scheduler", "scheduler_config.json"));
+    // The copy of tiny-sd15's scheduler config (TinyConfigsTests checks it against the fixture file), so these tests run without the fixtures.
+    public static JsonConfig Sd15 => TinyConfigs.Sd15Scheduler;
 
     public static JsonConfig Sd2 => SchedulerConfig.Load(Fixtures.PathOf("tiny-sd2v", "scheduler", "scheduler_config.json"));
 
