@@ -234,6 +234,33 @@ public static class TinyConfigs
         }
         """;
 
+    /// <summary>tiny-sd15/text_encoder/config.json: CLIPTextModel, hidden 32, 5 layers, quick_gelu, the real vocabulary size.</summary>
+    public const string Sd15TextEncoderJson = """
+        {
+          "architectures": [
+            "CLIPTextModel"
+          ],
+          "attention_dropout": 0.0,
+          "bos_token_id": 0,
+          "dtype": "float16",
+          "eos_token_id": 2,
+          "hidden_act": "quick_gelu",
+          "hidden_size": 32,
+          "initializer_factor": 1.0,
+          "initializer_range": 0.02,
+          "intermediate_size": 37,
+          "layer_norm_eps": 1e-05,
+          "max_position_embeddings": 77,
+          "model_type": "clip_text_model",
+          "num_attention_heads": 4,
+          "num_hidden_layers": 5,
+          "pad_token_id": 1,
+          "projection_dim": 32,
+          "transformers_version": "5.17.0",
+          "vocab_size": 49408
+        }
+        """;
+
     /// <summary>The copies by their paths inside the fixtures folder.</summary>
     public static IReadOnlyDictionary<string, string> ByFixturePath { get; } = new Dictionary<string, string>
     {
@@ -242,6 +269,7 @@ public static class TinyConfigs
         ["tiny-sd15/unet/config.json"] = Sd15UNetJson,
         ["tiny-sd2v/unet/config.json"] = Sd2vUNetJson,
         ["tiny-sd15/vae/config.json"] = Sd15VaeJson,
+        ["tiny-sd15/text_encoder/config.json"] = Sd15TextEncoderJson,
     };
 
     /// <summary>tiny-sd15's scheduler config, parsed.</summary>

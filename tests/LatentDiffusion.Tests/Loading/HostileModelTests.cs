@@ -104,8 +104,8 @@ public class HostileModelTests
 
     private static AutoencoderKLConfig VaeConfig(string json) => AutoencoderKLConfig.FromJson(JsonConfig.Parse(json, "vae/config.json"));
 
-    // Read when a test needs it: a static initializer that reads the fixtures would fail the whole class without them.
-    private static string TextJson => File.ReadAllText(Fixtures.PathOf("tiny-sd15", "text_encoder", "config.json"));
+    // The checked copy of tiny-sd15's text encoder config, so the config tests run without the fixtures.
+    private static string TextJson => TinyConfigs.Sd15TextEncoderJson;
 
     private static ClipTextConfig TextConfig(string key, JsonNode value)
     {
