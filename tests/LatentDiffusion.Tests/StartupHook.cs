@@ -1,5 +1,4 @@
 using LatentDiffusion.Formats;
-using LatentDiffusion.Loading;
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 

@@ -61,19 +61,7 @@ public static class GeneratedModel
         string tokenizerDir = WriteTokenizer(Path.Combine(root, "tokenizer-source"));
         var tokenizer = ClipTokenizer.FromDirectory(tokenizerDir);
         using var textEncoder = new ClipTextModel(new ClipTextConfig(tokenizer.VocabularySize, 32, 64, 4, 2), CPU, ScalarType.Float32);
-        using var unet = new UNet2DConditionModel(new UNet2DConditionConfig
-        {
-            SampleSize = 8,
-            BlockOutChannels = [32, 64],
-            DownBlockTypes = ["CrossAttnDownBlock2D", "DownBlock2D"],
-            UpBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D"],
-            LayersPerBlock = [1, 1],
-            OnlyCrossAttention = [false, false],
-            CrossAttentionDim = [32, 32],
-            TransformerLayersPerBlock = [1, 1],
-            AttentionHeads = [4, 4],
-            NormNumGroups = 16,
-        }, CPU, ScalarType.Float32);
+        using var unet = new UNet2DConditionModel(Training.TinyTrainingModels.UNetConfig(sampleSize: 8, [32, 64]), CPU, ScalarType.Float32);
         using var vae = CreateVae();
         ModelInitializer.Initialize(textEncoder, 10);
         ModelInitializer.Initialize(unet, 11);

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using LatentDiffusion.Formats;
-using LatentDiffusion.Loading;
 using LatentDiffusion.Schedulers;
 using NUnit.Framework;
 using static TorchSharp.torch;

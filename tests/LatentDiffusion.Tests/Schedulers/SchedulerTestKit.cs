@@ -1,6 +1,5 @@
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Formats;
-using LatentDiffusion.Loading;
 using LatentDiffusion.Schedulers;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -32,19 +32,7 @@ internal sealed class TinyTrainingModels : IDisposable
         Tokenizer = ClipTokenizer.FromDirectory(TokenizerDir);
         TextEncoder = new ClipTextModel(new ClipTextConfig(Tokenizer.VocabularySize, 32, 64, 4, 2, ShapesVocabulary.MaxLength), CPU, ScalarType.Float32);
         var channels = unetChannels ?? [32, 64];
-        UNet = new UNet2DConditionModel(new UNet2DConditionConfig
-        {
-            SampleSize = 16,
-            BlockOutChannels = channels,
-            DownBlockTypes = ["CrossAttnDownBlock2D", "DownBlock2D"],
-            UpBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D"],
-            LayersPerBlock = [1, 1],
-            OnlyCrossAttention = [false, false],
-            CrossAttentionDim = [32, 32],
-            TransformerLayersPerBlock = [1, 1],
-            AttentionHeads = [4, 4],
-            NormNumGroups = 16,
-        }, CPU, ScalarType.Float32);
+        UNet = new UNet2DConditionModel(UNetConfig(sampleSize: 16, channels), CPU, ScalarType.Float32);
         Vae = new AutoencoderKL(new AutoencoderKLConfig
         {
             BlockOutChannels = [16, 32],
@@ -60,6 +48,24 @@ internal sealed class TinyTrainingModels : IDisposable
         ModelInitializer.Initialize(Vae, seed + 2);
         Scheduler = SchedulerRegistry.Create("ddpm", null);
     }
+
+    /// <summary>
+    /// A two-level UNet (cross-attention down, plain down; mirrored up) attending to a 32-wide text encoder: the tiny
+    /// architecture of these training models and of the tests' generated pipeline.
+    /// </summary>
+    public static UNet2DConditionConfig UNetConfig(int sampleSize, IReadOnlyList<int> channels) => new()
+    {
+        SampleSize = sampleSize,
+        BlockOutChannels = channels,
+        DownBlockTypes = ["CrossAttnDownBlock2D", "DownBlock2D"],
+        UpBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D"],
+        LayersPerBlock = [1, 1],
+        OnlyCrossAttention = [false, false],
+        CrossAttentionDim = [32, 32],
+        TransformerLayersPerBlock = [1, 1],
+        AttentionHeads = [4, 4],
+        NormNumGroups = 16,
+    };
 
     public static (Tensor Images, string[] Captions) FixedBatch(int batchSize = 8)
     {
