@@ -15,7 +15,8 @@ internal static class GenerateCommand
         // Aliases follow stable-diffusion.cpp (-s seed, -i, --cfg-scale, --sampling-method, -b) and keep this tool's own
         // long names; docs/cli.md lists every flag with its stable-diffusion.cpp and AUTOMATIC1111 counterparts.
         var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a single-file .safetensors checkpoint; default: the built-in shapes model." };
-        var config = new Option<string?>("--config") { Description = "For single files: a diffusers folder whose configs and tokenizer to use." };
+        var config = new Option<string?>("--config") { Description = "For single files of unusual models: a diffusers folder whose configs and tokenizer to use instead of those inferred and found in the hub cache." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "For single files: a tokenizer folder (vocab.json and merges.txt, or tokenizer.json); default: the CLIP tokenizer from the Hugging Face cache, downloaded once." };
         var prompt = new Option<string>("--prompt", "-p") { Description = "What to draw.", Required = true };
         var negative = new Option<string?>("--negative-prompt", "-n") { Description = "What not to draw." };
         var steps = new Option<int>("--steps") { Description = "Denoising steps.", DefaultValueFactory = _ => 50 };
@@ -36,7 +37,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
+            model, config, tokenizer, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -67,6 +68,7 @@ internal static class GenerateCommand
                 Device = parse.GetValue(device)!,
                 DType = DeviceSpec.ParseDType(parse.GetValue(dtype)!),
                 ConfigDirectory = parse.GetValue(config),
+                TokenizerDirectory = parse.GetValue(tokenizer),
                 LoggerFactory = loggerFactory,
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;

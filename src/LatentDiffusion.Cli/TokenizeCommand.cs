@@ -1,4 +1,5 @@
 using System.CommandLine;
+using LatentDiffusion.Loading.SingleFile;
 using LatentDiffusion.Text;
 
 namespace LatentDiffusion.Cli;
@@ -8,13 +9,23 @@ internal static class TokenizeCommand
 {
     public static Command Create(TextWriter stdout)
     {
-        var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder, or a single-file checkpoint with --config; default: the built-in shapes model." };
+        var model = new Option<string?>("--model", "-m") { Description = "A diffusers folder or a single-file checkpoint; default: the built-in shapes model." };
         var config = new Option<string?>("--config") { Description = "For single files: a diffusers folder that provides the tokenizer." };
+        var tokenizerDir = new Option<string?>("--tokenizer") { Description = "For single files: a tokenizer folder; default: the CLIP tokenizer from the Hugging Face cache, downloaded once." };
         var text = new Argument<string>("text") { Description = "The text to tokenize." };
-        var command = new Command("tokenize", "Print the token ids of a text (start and end tokens included, unpadded) as a JSON array.") { model, config, text };
-        command.SetAction(parse =>
+        var command = new Command("tokenize", "Print the token ids of a text (start and end tokens included, unpadded) as a JSON array.") { model, config, tokenizerDir, text };
+        command.SetAction(async (parse, ct) =>
         {
-            var tokenizer = ClipTokenizer.ForModel(BuiltInModel.Resolve(parse.GetValue(model)), parse.GetValue(config));
+            string path = BuiltInModel.Resolve(parse.GetValue(model));
+            string? folder = parse.GetValue(tokenizerDir) ?? (parse.GetValue(config) is { } c ? Path.Combine(c, "tokenizer") : null);
+            ClipTokenizer tokenizer;
+            if (File.Exists(path) && !Directory.Exists(path))
+            {
+                TextEncoderLayout layout;
+                using (var checkpoint = LdmCheckpoint.Open(path)) layout = checkpoint.TextEncoderLayout;
+                tokenizer = await SingleFileTokenizer.LoadAsync(path, layout, folder, cancellationToken: ct);
+            }
+            else tokenizer = ClipTokenizer.ForModel(path);
             stdout.WriteLine("[" + string.Join(",", tokenizer.Encode(parse.GetValue(text) ?? "")) + "]");
             return 0;
         });

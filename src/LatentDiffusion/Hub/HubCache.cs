@@ -32,6 +32,34 @@ internal sealed class HubCache(string cacheDirectory, string repoId)
     /// <summary>A commit's snapshot folder.</summary>
     public string Snapshot(string commit) => Path.Combine(Root, "snapshots", commit);
 
+    /// <summary>
+    /// A snapshot that holds every one of <paramref name="paths"/>: the one <c>refs/{revision}</c> points at (or the
+    /// commit itself), else any other snapshot of the repository (in ordinal order of their commits); null when none.
+    /// </summary>
+    public string? FindSnapshot(string revision, IReadOnlyList<string> paths)
+    {
+        bool Holds(string snapshot) => Directory.Exists(snapshot)
+            && paths.All(p => File.Exists(Path.Combine(snapshot, p.Replace('/', Path.DirectorySeparatorChar))));
+        string? commit = HubFile.IsHex(revision, 40) ? revision.ToLowerInvariant() : ReadRef(revision);
+        if (commit is not null && Holds(Snapshot(commit))) return Snapshot(commit);
+        string snapshots = Path.Combine(Root, "snapshots");
+        if (!Directory.Exists(snapshots)) return null;
+        return Directory.GetDirectories(snapshots).Order(StringComparer.Ordinal).FirstOrDefault(Holds);
+    }
+
+    private string? ReadRef(string revision)
+    {
+        string path = Path.Combine(Root, "refs", revision.Replace('/', Path.DirectorySeparatorChar));
+        try
+        {
+            return File.Exists(path) && File.ReadAllText(path).Trim() is var commit && HubFile.IsHex(commit, 40) ? commit.ToLowerInvariant() : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Records that <paramref name="revision"/> is at <paramref name="commit"/> (nothing for a commit hash itself).</summary>
     public void WriteRef(string revision, string commit)
     {

@@ -35,6 +35,7 @@ public static partial class ModelHub
     /// files and <c>.safetensors</c> weights (the <see cref="ModelHubOptions.Variant"/> when asked). Each file is
     /// checked against the size and hash the hub lists (sha256 for Git LFS files, the Git blob id otherwise).
     /// Files already in the cache are not downloaded again, and an interrupted download resumes where it stopped.
+    /// With <see cref="ModelHubOptions.Offline"/> the cached snapshot is returned without reaching the hub.
     /// </summary>
     /// <param name="repoId">The repository, e.g. <c>stable-diffusion-v1-5/stable-diffusion-v1-5</c>.</param>
     /// <param name="options">Revision, variant, endpoint, token and cache folder; defaults from the environment.</param>
@@ -42,7 +43,7 @@ public static partial class ModelHub
     /// <param name="cancellationToken">Stops the download; what was downloaded is kept for the next call to resume.</param>
     /// <returns>The snapshot folder (<c>.../snapshots/{commit}</c>), which <c>StableDiffusionPipeline.LoadAsync</c> loads.</returns>
     /// <exception cref="ArgumentException">A malformed repository id, revision or variant.</exception>
-    /// <exception cref="IOException">The hub could not be reached, or answered with an error (e.g. an unknown repository or no access).</exception>
+    /// <exception cref="IOException">The hub could not be reached, or answered with an error (e.g. an unknown repository or no access), or (offline) the cache has no snapshot.</exception>
     /// <exception cref="InvalidDataException">A file's size or hash differs from what the hub lists, or the hub's answers are malformed.</exception>
     /// <exception cref="NotSupportedException">A component has weights only in formats other than .safetensors.</exception>
     public static Task<string> DownloadAsync(string repoId, ModelHubOptions? options = null, IProgress<ModelHubProgress>? progress = null,
@@ -53,6 +54,83 @@ public static partial class ModelHub
     internal static async Task<string> DownloadCoreAsync(string repoId, ModelHubOptions options, IProgress<ModelHubProgress>? progress,
         Func<string, string?> environment, CancellationToken ct)
     {
+        Validate(repoId, options);
+        var cache = new HubCache(CacheDirectory(options, environment), repoId);
+        if (IsOffline(options, environment))
+            return cache.FindSnapshot(options.Revision, [HubFileSelection.ModelIndex])
+                ?? throw new IOException($"'{repoId}' (revision '{options.Revision}') is not in the hub cache {cache.Root}, and the hub is not reached offline ({OfflineReason(options)}).");
+
+        var hub = OpenSession(repoId, options, environment);
+        string commit = await hub.CommitAsync(options.Revision, ct).ConfigureAwait(false);
+        var files = await hub.TreeAsync(commit, ct).ConfigureAwait(false);
+        var index = files.FirstOrDefault(f => f.Path == HubFileSelection.ModelIndex)
+            ?? throw new InvalidDataException($"'{repoId}' at '{options.Revision}' is not a diffusers pipeline: it has no {HubFileSelection.ModelIndex}.");
+        string indexBlob = await FetchAsync(hub, cache, commit, index, null, ct).ConfigureAwait(false);
+        var components = HubFileSelection.Components(await File.ReadAllTextAsync(indexBlob, ct).ConfigureAwait(false), repoId);
+        var selected = HubFileSelection.Select(files, components, options.Variant, repoId);
+        await FetchAllAsync(hub, cache, commit, selected, progress, ct).ConfigureAwait(false);
+        cache.WriteRef(options.Revision, commit);
+        return cache.Snapshot(commit);
+    }
+
+    /// <summary>
+    /// Downloads the named files of any hub repository (<c>org/name</c>, diffusers or not) at
+    /// <see cref="ModelHubOptions.Revision"/>, e.g. a tokenizer's <c>vocab.json</c> and <c>merges.txt</c>, each checked
+    /// against the size and hash the hub lists. Files already in the cache are not downloaded again. With
+    /// <see cref="ModelHubOptions.Offline"/>, the cached snapshot that holds them all is returned without reaching the hub.
+    /// </summary>
+    /// <param name="repoId">The repository, e.g. <c>openai/clip-vit-large-patch14</c>.</param>
+    /// <param name="paths">The files, relative to the repository's root with '/' separators, e.g. <c>tokenizer/vocab.json</c>.</param>
+    /// <param name="options">Revision, endpoint, token, cache folder and offline mode; defaults from the environment (<see cref="ModelHubOptions.Variant"/> is not used).</param>
+    /// <param name="progress">Receives the progress, at most about once per MiB and once per file.</param>
+    /// <param name="cancellationToken">Stops the download; what was downloaded is kept for the next call to resume.</param>
+    /// <returns>The snapshot folder (<c>.../snapshots/{commit}</c>) that holds the files.</returns>
+    /// <exception cref="ArgumentException">A malformed repository id or revision, no paths, or a path that is absolute or leaves the repository.</exception>
+    /// <exception cref="FileNotFoundException">The repository has no such file at that revision.</exception>
+    /// <exception cref="IOException">The hub could not be reached or answered with an error, or (offline) the cache lacks a file.</exception>
+    /// <exception cref="InvalidDataException">A file's size or hash differs from what the hub lists, or the hub's answers are malformed.</exception>
+    public static Task<string> DownloadFilesAsync(string repoId, IReadOnlyList<string> paths, ModelHubOptions? options = null,
+        IProgress<ModelHubProgress>? progress = null, CancellationToken cancellationToken = default)
+        => DownloadFilesCoreAsync(repoId, paths, options ?? new ModelHubOptions(), progress, Environment.GetEnvironmentVariable, cancellationToken);
+
+    /// <summary><see cref="DownloadFilesAsync"/> with the environment given (for tests).</summary>
+    internal static async Task<string> DownloadFilesCoreAsync(string repoId, IReadOnlyList<string> paths, ModelHubOptions options,
+        IProgress<ModelHubProgress>? progress, Func<string, string?> environment, CancellationToken ct)
+    {
+        Validate(repoId, options);
+        ArgumentNullException.ThrowIfNull(paths);
+        if (paths.Count == 0) throw new ArgumentException("No files to download were named.", nameof(paths));
+        foreach (var path in paths)
+            if (string.IsNullOrWhiteSpace(path) || path.StartsWith('/') || path.Contains('\\') || path.Split('/').Any(part => part is "" or "." or "..") || path.Any(char.IsControl))
+                throw new ArgumentException($"'{path}' is not a file path inside a repository (relative, '/'-separated, without '.' or '..' parts).", nameof(paths));
+        var cache = new HubCache(CacheDirectory(options, environment), repoId);
+        if (IsOffline(options, environment))
+            return cache.FindSnapshot(options.Revision, paths)
+                ?? throw new IOException($"{string.Join(", ", paths)} of '{repoId}' (revision '{options.Revision}') are not in the hub cache {cache.Root}, and the hub is not reached offline ({OfflineReason(options)}).");
+
+        var hub = OpenSession(repoId, options, environment);
+        string commit = await hub.CommitAsync(options.Revision, ct).ConfigureAwait(false);
+        var files = await hub.TreeAsync(commit, ct).ConfigureAwait(false);
+        var selected = paths.Distinct(StringComparer.Ordinal).Select(path => files.FirstOrDefault(f => f.Path == path)
+            ?? throw new FileNotFoundException($"'{repoId}' at '{options.Revision}' has no file '{path}'.", path)).ToList();
+        await FetchAllAsync(hub, cache, commit, selected, progress, ct).ConfigureAwait(false);
+        cache.WriteRef(options.Revision, commit);
+        return cache.Snapshot(commit);
+    }
+
+    /// <summary>The hub cache folder the options name, else the one the environment names.</summary>
+    internal static string CacheDirectory(ModelHubOptions options, Func<string, string?> environment)
+        => options.CacheDirectory ?? HubCache.DefaultDirectory(environment);
+
+    /// <summary>Whether the options (else <c>HF_HUB_OFFLINE</c>) say to use only the cache.</summary>
+    internal static bool IsOffline(ModelHubOptions options, Func<string, string?> environment)
+        => options.Offline ?? HubCache.NonEmpty(environment("HF_HUB_OFFLINE"))?.ToLowerInvariant() is "1" or "true" or "yes" or "on";
+
+    private static string OfflineReason(ModelHubOptions options)
+        => options.Offline is true ? "ModelHubOptions.Offline is set" : "HF_HUB_OFFLINE is set";
+
+    private static void Validate(string repoId, ModelHubOptions options)
+    {
         ArgumentNullException.ThrowIfNull(repoId);
         if (!RepoIdPattern().IsMatch(repoId) || repoId.Contains("..", StringComparison.Ordinal) || repoId.Contains("--", StringComparison.Ordinal))
             throw new ArgumentException($"'{repoId}' is not a hub repository id (expected org/name, letters, digits, '-', '_' and '.').", nameof(repoId));
@@ -62,22 +140,16 @@ public static partial class ModelHub
             throw new ArgumentException($"'{revision}' is not a revision (a branch, tag or commit hash).", nameof(options));
         if (options.Variant is { } v && (v.Length == 0 || !v.All(c => char.IsAsciiLetterOrDigit(c) || c == '_')))
             throw new ArgumentException($"'{v}' is not a weights variant (e.g. fp16).", nameof(options));
+    }
 
-        var hub = new Session(
-            repoId,
-            (options.Endpoint ?? HubCache.NonEmpty(environment("HF_ENDPOINT")) ?? DefaultEndpoint).TrimEnd('/'),
-            options.Token ?? HubCache.NonEmpty(environment("HF_TOKEN")) ?? HubCache.NonEmpty(environment("HUGGING_FACE_HUB_TOKEN")) ?? TokenFile(environment),
-            options.HttpClient ?? SharedClient.Value);
-        var cache = new HubCache(options.CacheDirectory ?? HubCache.DefaultDirectory(environment), repoId);
+    private static Session OpenSession(string repoId, ModelHubOptions options, Func<string, string?> environment) => new(
+        repoId,
+        (options.Endpoint ?? HubCache.NonEmpty(environment("HF_ENDPOINT")) ?? DefaultEndpoint).TrimEnd('/'),
+        options.Token ?? HubCache.NonEmpty(environment("HF_TOKEN")) ?? HubCache.NonEmpty(environment("HUGGING_FACE_HUB_TOKEN")) ?? TokenFile(environment),
+        options.HttpClient ?? SharedClient.Value);
 
-        string commit = await hub.CommitAsync(revision, ct).ConfigureAwait(false);
-        var files = await hub.TreeAsync(commit, ct).ConfigureAwait(false);
-        var index = files.FirstOrDefault(f => f.Path == HubFileSelection.ModelIndex)
-            ?? throw new InvalidDataException($"'{repoId}' at '{revision}' is not a diffusers pipeline: it has no {HubFileSelection.ModelIndex}.");
-        string indexBlob = await FetchAsync(hub, cache, commit, index, null, ct).ConfigureAwait(false);
-        var components = HubFileSelection.Components(await File.ReadAllTextAsync(indexBlob, ct).ConfigureAwait(false), repoId);
-        var selected = HubFileSelection.Select(files, components, options.Variant, repoId);
-
+    private static async Task FetchAllAsync(Session hub, HubCache cache, string commit, IReadOnlyList<HubFile> selected, IProgress<ModelHubProgress>? progress, CancellationToken ct)
+    {
         long total = selected.Sum(f => f.Size), before = 0;
         for (int i = 0; i < selected.Count; i++)
         {
@@ -89,8 +161,6 @@ public static partial class ModelHub
             await FetchAsync(hub, cache, commit, file, fileProgress, ct).ConfigureAwait(false);
             before += file.Size;
         }
-        cache.WriteRef(revision, commit);
-        return cache.Snapshot(commit);
     }
 
     /// <summary>Makes one file present in the cache (blob and snapshot link); returns the blob's path.</summary>

@@ -34,4 +34,10 @@ public sealed record ModelHubOptions
 
     /// <summary>The HTTP client to use (for a proxy, or tests); default: a shared client of this library.</summary>
     public HttpClient? HttpClient { get; init; }
+
+    /// <summary>
+    /// Use only what the cache holds and never reach the hub (as the Hugging Face tools do with <c>HF_HUB_OFFLINE=1</c>);
+    /// default: the <c>HF_HUB_OFFLINE</c> environment variable (<c>1</c>, <c>true</c>, <c>yes</c> or <c>on</c>).
+    /// </summary>
+    public bool? Offline { get; init; }
 }

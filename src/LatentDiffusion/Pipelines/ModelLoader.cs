@@ -84,7 +84,7 @@ internal static class ModelLoader
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
         ReportUnusedTensors(checkpoint, logger);
-        var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
+        var tokenizer = SingleFileTokenizers.Load(file, checkpoint.TextEncoderLayout, options, logger, ct);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
         // Every config is read, range-checked and compared with the header before any component is built.
         var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);

@@ -1,3 +1,4 @@
+using LatentDiffusion.Hub;
 using LatentDiffusion.Runtime;
 using Microsoft.Extensions.Logging;
 using static TorchSharp.torch;
@@ -21,7 +22,7 @@ public sealed record PipelineOptions
 
     /// <summary>
     /// For single-file checkpoints: a diffusers folder whose component <c>config.json</c> files and <c>tokenizer/</c> are used
-    /// instead of the configs inferred from tensor shapes. Needed for the tokenizer, which a single file does not carry.
+    /// instead of the configs inferred from tensor shapes and the tokenizer found in the hub cache (for unusual models).
     /// </summary>
     public string? ConfigDirectory { get; init; }
 
@@ -36,4 +37,17 @@ public sealed record PipelineOptions
 
     /// <summary>Receives warnings (such as a truncated prompt) and load information.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>
+    /// For single-file checkpoints: a tokenizer folder (<c>tokenizer.json</c>, or <c>vocab.json</c> and <c>merges.txt</c>)
+    /// to use. Default: <see cref="ConfigDirectory"/>'s <c>tokenizer/</c> when it has one, else the CLIP tokenizer from the
+    /// Hugging Face cache, downloaded once when missing (see <see cref="Loading.SingleFile.SingleFileTokenizer"/>).
+    /// </summary>
+    public string? TokenizerDirectory { get; init; }
+
+    /// <summary>
+    /// Where a single-file checkpoint's tokenizer is looked for and fetched from (the hub cache, endpoint, token, offline
+    /// mode); null: from the environment (<c>HF_HUB_CACHE</c>, <c>HF_ENDPOINT</c>, <c>HF_TOKEN</c>, <c>HF_HUB_OFFLINE</c>).
+    /// </summary>
+    public ModelHubOptions? Hub { get; init; }
 }

@@ -28,8 +28,9 @@ internal static class Layers
         ["Vae"] = UnderParts,
         ["Schedulers"] = UnderParts,
         // On top: Loading reads whole-model files into parts, Pipelines assemble and run them, Integration adapts them.
-        ["Loading"] = [.. UnderParts, .. Parts],
-        ["Pipelines"] = [.. UnderParts, .. Parts, "Loading"],
+        // Loading fetches a single file's tokenizer through Hub; PipelineOptions names the Hub options for it.
+        ["Loading"] = [.. UnderParts, .. Parts, "Hub"],
+        ["Pipelines"] = [.. UnderParts, .. Parts, "Loading", "Hub"],
         ["Integration"] = [.. UnderParts, .. Parts, "Loading", "Pipelines"],
         // Beside everything: Hub downloads model files (HTTP and the cache), knowing nothing of the model parts.
         ["Hub"] = Bottom,
