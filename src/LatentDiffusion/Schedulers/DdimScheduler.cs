@@ -37,7 +37,8 @@ public sealed class DdimScheduler : DiffusionScheduler
     /// <summary>ᾱ used past the last step (1, or ᾱ₀ when <c>set_alpha_to_one</c> is false).</summary>
     internal float FinalAlphaCumprod { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
         => new Run(this, NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, inferenceSteps, roundLinspace: true), inferenceSteps, generator);
 
     private sealed class Run(DdimScheduler s, double[] timesteps, int steps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)

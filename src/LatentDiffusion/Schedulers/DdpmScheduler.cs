@@ -31,7 +31,8 @@ public sealed class DdpmScheduler : DiffusionScheduler
 
     internal string VarianceType { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
         => new Run(this, NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, inferenceSteps, roundLinspace: true), generator);
 
     private sealed class Run(DdpmScheduler s, double[] timesteps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)

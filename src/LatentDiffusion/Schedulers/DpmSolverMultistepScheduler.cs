@@ -71,7 +71,8 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
         var t = DpmSolverMath.Timesteps(Config, T, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps);

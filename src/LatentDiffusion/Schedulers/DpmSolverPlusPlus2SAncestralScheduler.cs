@@ -30,7 +30,8 @@ public sealed class DpmSolverPlusPlus2SAncestralScheduler : DiffusionScheduler
         : base(Name, Defaults, config, overrides, zeroSnrPatchesLast: true)
         => SigmaSchedule.RequireSpacings(Config);
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
         var logSigmas = NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(AlphasCumprod));

@@ -37,7 +37,8 @@ public sealed class DpmSolverSdeScheduler : DiffusionScheduler
     /// <summary>Test hook: replaces the Brownian noise of an interval (σ, σ_next) for a sample shape, to check the deterministic part exactly.</summary>
     internal Func<float, float, long[], Tensor>? InjectedNoise { get; set; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
         var logSigmas = NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(AlphasCumprod));

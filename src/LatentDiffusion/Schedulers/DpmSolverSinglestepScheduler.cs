@@ -33,7 +33,8 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps, 0);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);

@@ -43,7 +43,8 @@ public sealed class EdmDpmSolverMultistepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var sigmas = EdmPreconditioning.Sigmas(Config, inferenceSteps, ScalarType.Float32);
         float last = Config.String("final_sigmas_type", "zero") == "sigma_min" ? (float)Config.Double("sigma_min", 0.002) : 0f;

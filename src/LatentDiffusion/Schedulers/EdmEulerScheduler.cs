@@ -24,7 +24,8 @@ public sealed class EdmEulerScheduler : DiffusionScheduler
 
     internal override bool ContinuousTimesteps => true;
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var sigmas = EdmPreconditioning.Sigmas(Config, inferenceSteps, ScalarType.Float64);
         float last = Config.String("final_sigmas_type", "zero") == "sigma_min" ? sigmas[^1] : 0f;

@@ -24,7 +24,8 @@ public sealed class EulerAncestralDiscreteScheduler : DiffusionScheduler
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, hasSpacingKeys: false);
         return new Run(this, timesteps, sigmas, generator);

@@ -34,7 +34,8 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
     /// </summary>
     internal override bool ContinuousTimesteps => Config.String("timestep_type", "discrete") == "continuous" && PredictionType == "v_prediction";
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, Config.String("final_sigmas_type", "zero")!, configSigmaRange: true,
             logLinear: Config.String("interpolation_type", "linear") == "log_linear");

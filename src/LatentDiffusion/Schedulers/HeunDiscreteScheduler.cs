@@ -24,7 +24,8 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
         SigmaSchedule.RequireSpacings(Config);
     }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
         // Each interior timestep/sigma is visited twice: once for the Euler predictor, once for the corrector.

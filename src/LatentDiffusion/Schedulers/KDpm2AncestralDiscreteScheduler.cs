@@ -22,7 +22,8 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Config, AlphasCumprod, inferenceSteps);
         float[] up, down, interpol;

@@ -26,7 +26,8 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Config, AlphasCumprod, inferenceSteps);
         // Midpoints in log sigma between each sigma and the previous one.

@@ -33,7 +33,8 @@ public sealed class LcmScheduler : DiffusionScheduler
     /// <summary>The distillation schedule length; inference uses a subset of its timesteps.</summary>
     internal int OriginalSteps { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "LCMScheduler");
         return new Run(this, timesteps, generator);

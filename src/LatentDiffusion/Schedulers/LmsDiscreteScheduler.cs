@@ -26,7 +26,8 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
         SigmaSchedule.RequireSpacings(Config);
     }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
         return new Run(this, timesteps, sigmas);

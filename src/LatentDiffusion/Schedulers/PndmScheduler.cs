@@ -33,7 +33,8 @@ public sealed class PndmScheduler : DiffusionScheduler
 
     internal bool SkipPrk { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
         long[] baseSteps; // ascending

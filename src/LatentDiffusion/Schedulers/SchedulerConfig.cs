@@ -32,7 +32,16 @@ public static class SchedulerConfig
     internal static JsonConfig Build(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? model, IReadOnlyDictionary<string, string>? overrides, Action<JsonObject>? adjust = null)
     {
         var obj = new JsonObject { ["_class_name"] = className };
-        var classKeys = defaults.Select(d => d.Key).ToHashSet();
+        var classKeys = new HashSet<string>();
+        foreach (var (key, value) in defaults)
+        {
+            if (string.IsNullOrWhiteSpace(key) || key.StartsWith('_'))
+                throw new ArgumentException($"{className}: config key '{key}' must be a non-empty name not starting with '_'.", nameof(defaults));
+            if (!classKeys.Add(key))
+                throw new ArgumentException($"{className} declares config key '{key}' twice.", nameof(defaults));
+            if (value is not (null or bool or int or double or string or int[]))
+                throw new ArgumentException($"{className}: the default of config key '{key}' is a {value.GetType().Name}; expected null, bool, int, double, string or int[].", nameof(defaults));
+        }
         // Keys the previous class filled with its own defaults were never chosen by anyone: the reference drops them
         // (via "_use_default_values") so that this class uses its own defaults instead.
         var usedDefaults = new HashSet<string>();

@@ -43,7 +43,8 @@ public sealed class TcdScheduler : DiffusionScheduler
     /// <summary>The distillation schedule length; inference uses a subset of its timesteps.</summary>
     internal int OriginalSteps { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "TCDScheduler");
         return new Run(this, timesteps, generator);

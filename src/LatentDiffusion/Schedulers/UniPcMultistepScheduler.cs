@@ -48,7 +48,8 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 
     internal HashSet<int> DisableCorrector { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
         var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: true);
