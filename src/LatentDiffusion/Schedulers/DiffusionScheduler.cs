@@ -56,43 +56,50 @@ public abstract class DiffusionScheduler : IScheduler
     /// <exception cref="InvalidDataException">A config value of the wrong type or outside its range.</exception>
     /// <exception cref="NotSupportedException">A config value the library does not implement (e.g. an unknown <c>beta_schedule</c>).</exception>
     protected DiffusionScheduler(string className, IReadOnlyList<(string Key, object? Default)> configKeys, JsonConfig? config, IReadOnlyDictionary<string, string>? overrides)
-        : this(className, configKeys, config, overrides, zeroSnrPatchesLast: false)
-    {
-    }
-
-    private protected DiffusionScheduler(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? config, IReadOnlyDictionary<string, string>? overrides, bool zeroSnrPatchesLast, Action<System.Text.Json.Nodes.JsonObject>? adjust = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(className);
-        ArgumentNullException.ThrowIfNull(defaults);
+        ArgumentNullException.ThrowIfNull(configKeys);
         // Every public way to a scheduler (the registry, each class's constructor) comes through here, and the schedule
         // below is computed with libtorch: load it the library's way first, as the pipeline loaders do. A scheduler used on
         // its own, before anything else touched TorchSharp, would otherwise meet TorchSharp's own loader, which fails on
         // systems whose libstdc++ is older than its glue library asks for (Debian 12).
         TorchRuntime.EnsureInitialized();
         ClassName = className;
-        Config = SchedulerConfig.Build(className, defaults, config, overrides, adjust);
-        ClassConfig = SchedulerConfig.OnlyClassKeys(Config, defaults);
-        NumTrainTimesteps = Config.Int("num_train_timesteps", 1000);
-        if (NumTrainTimesteps < 2 || NumTrainTimesteps > ModelLimits.MaxTrainTimesteps)
-            throw new InvalidDataException($"Config '{Config.Source}': 'num_train_timesteps' = {NumTrainTimesteps}, expected 2 to {ModelLimits.MaxTrainTimesteps:N0} (Stable Diffusion: 1000).");
-        Config.RequireOneOf("prediction_type", SupportedPredictionTypes);
-        PredictionType = Config.String("prediction_type", "epsilon")!;
-        // Keys carried over from another class's config (e.g. rescale_betas_zero_snr into LMS) do not affect this one.
-        AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(ClassConfig, NumTrainTimesteps, zeroSnrPatchesLast);
+        Config = SchedulerConfig.Build(className, configKeys, config, overrides, AdjustConfig);
+        // Read once: from here on the class reads typed values, never the JSON.
+        ConfigReader = new SchedulerConfigReader(Config, configKeys.Select(k => k.Key));
+        Schedule = NoiseScheduleConfig.Read(ConfigReader, SupportedPredictionTypes);
+        NumTrainTimesteps = Schedule.NumTrainTimesteps;
+        PredictionType = Schedule.PredictionType;
+        AlphasCumprod = NoiseSchedule.AlphasCumprodFromConfig(Schedule, ZeroSnrPatchesLast);
         CumulativeAlphas = Array.AsReadOnly(AlphasCumprod);
     }
+
+    /// <summary>
+    /// Whether a zero-terminal-SNR schedule's last ᾱ (0) is nudged to 2^-24, as the reference's sigma-based classes do
+    /// (an infinite sigma is unusable). Read by the constructor: return a constant.
+    /// </summary>
+    private protected virtual bool ZeroSnrPatchesLast => false;
+
+    /// <summary>
+    /// Rewrites the merged config before it is read, as some reference classes' <c>register_to_config</c> does (e.g.
+    /// DEIS maps a carried DPM-Solver <c>algorithm_type</c> to its own). Called by the constructor: use no instance state.
+    /// </summary>
+    private protected virtual void AdjustConfig(System.Text.Json.Nodes.JsonObject config)
+    {
+    }
+
+    /// <summary>Reads the class's own keys (typed, checked) in a derived constructor.</summary>
+    private protected SchedulerConfigReader ConfigReader { get; }
+
+    /// <summary>The shared keys, typed and checked, read once at construction.</summary>
+    internal NoiseScheduleConfig Schedule { get; }
 
     /// <inheritdoc/>
     public string ClassName { get; }
 
     /// <inheritdoc/>
     public JsonConfig Config { get; }
-
-    /// <summary>
-    /// <see cref="Config"/> without the keys carried over unused from another class's config: what the class's own
-    /// computations read when a shared helper looks for a key that only some classes have.
-    /// </summary>
-    internal JsonConfig ClassConfig { get; }
 
     /// <inheritdoc/>
     public int NumTrainTimesteps { get; }
@@ -120,7 +127,7 @@ public abstract class DiffusionScheduler : IScheduler
         {
             run.Dispose();
             throw new ArgumentOutOfRangeException(nameof(inferenceSteps), inferenceSteps,
-                $"{ClassName}: {inferenceSteps} steps with timestep_spacing '{Config.String("timestep_spacing", null)}' and steps_offset {Config.Int("steps_offset", 0)} reach timesteps outside [0, {NumTrainTimesteps - 1}].");
+                $"{ClassName}: {inferenceSteps} steps with timestep_spacing '{Schedule.TimestepSpacing}' and steps_offset {Schedule.StepsOffset} reach timesteps outside [0, {NumTrainTimesteps - 1}].");
         }
         return run;
     }

@@ -86,17 +86,6 @@ public static class SchedulerConfig
         return new JsonConfig(doc.RootElement, source);
     }
 
-    /// <summary>The effective config with only <c>_class_name</c> and the class's own keys (the carried, unused ones removed).</summary>
-    internal static JsonConfig OnlyClassKeys(JsonConfig config, IReadOnlyList<(string Key, object? Default)> defaults)
-    {
-        var keys = defaults.Select(d => d.Key).ToHashSet();
-        var obj = new JsonObject();
-        foreach (var p in config.Root.EnumerateObject())
-            if (p.Name == "_class_name" || keys.Contains(p.Name)) obj[p.Name] = JsonNode.Parse(p.Value.GetRawText());
-        using var doc = JsonDocument.Parse(obj.ToJsonString(WriteOptions));
-        return new JsonConfig(doc.RootElement, config.Source);
-    }
-
     private static JsonNode? ToNode(object? value) => value switch
     {
         null => null,

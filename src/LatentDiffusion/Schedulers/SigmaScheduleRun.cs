@@ -1,4 +1,3 @@
-using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,7 +26,7 @@ public abstract class SigmaScheduleRun : SchedulerRun
         InitNoiseSigma = initNoiseSigma;
     }
 
-    private protected SigmaScheduleRun(JsonConfig config, double[] timesteps, float[] sigmas, torch.Generator? generator)
+    private protected SigmaScheduleRun(NoiseScheduleConfig config, double[] timesteps, float[] sigmas, torch.Generator? generator)
         : base(timesteps, sigmas, generator)
         => InitNoiseSigma = SigmaSchedule.InitNoiseSigma(config, sigmas);
 
