@@ -68,6 +68,7 @@ public abstract class DiffusionScheduler : IScheduler
         Config = SchedulerConfig.Build(className, configKeys, config, overrides, AdjustConfig);
         // Read once: from here on the class reads typed values, never the JSON.
         ConfigReader = new SchedulerConfigReader(Config, configKeys.Select(k => k.Key));
+        ConfigReader.CheckTypes(configKeys);
         Schedule = NoiseScheduleConfig.Read(ConfigReader, SupportedPredictionTypes);
         NumTrainTimesteps = Schedule.NumTrainTimesteps;
         PredictionType = Schedule.PredictionType;

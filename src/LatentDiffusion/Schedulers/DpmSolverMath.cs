@@ -16,13 +16,13 @@ internal static class DpmSolverMath
     ];
 
     /// <summary><c>solver_order</c>, refused outside 1 … <paramref name="max"/> (no upper bound when null).</summary>
-    public static int SolverOrder(SchedulerConfigReader config, int? max)
+    public static int SolverOrder(SchedulerConfigReader reader, int? max)
     {
-        int order = config.Int("solver_order");
+        int order = reader.Int("solver_order");
         if (max is int m ? order < 1 || order > m : order < 1)
         {
             string supported = max is int top ? $"supported: {string.Join(", ", Enumerable.Range(1, top))}" : "at least 1";
-            throw new NotSupportedException($"Config '{config.Source}': 'solver_order' = {order} is not supported ({supported}).");
+            throw new NotSupportedException($"Config '{reader.Source}': 'solver_order' = {order} is not supported ({supported}).");
         }
         return order;
     }

@@ -113,7 +113,9 @@ public static class SchedulerConfig
             case double:
                 if (text is "-inf" or "-Infinity") return JsonValue.Create("-Infinity");
                 if (text is "inf" or "Infinity") return JsonValue.Create("Infinity");
-                return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? JsonValue.Create(d) : throw Bad("a number");
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)) throw Bad("a number");
+                // JSON has no NaN: kept as Python's json module writes it, for the scheduler to refuse by name.
+                return double.IsFinite(d) ? JsonValue.Create(d) : JsonValue.Create(double.IsNaN(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
             case string:
                 return JsonValue.Create(text);
             default:

@@ -26,6 +26,31 @@ internal sealed class SchedulerConfigReader
     /// <summary>Where the config came from, for messages.</summary>
     public string Source => Config.Source;
 
+    /// <summary>
+    /// Checks every declared key's value against the type of its default, whether or not the class reads it: an int
+    /// default needs an integer, a bool true or false, a string a string, a double a number that is not NaN (and finite
+    /// unless the default is infinite). Null values and keys with a null or list default are left to their readers.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A value of the wrong type, or NaN, or an infinity where the default is finite.</exception>
+    public void CheckTypes(IEnumerable<(string Key, object? Default)> keys)
+    {
+        foreach (var (key, value) in keys)
+        {
+            if (!Config.Has(key)) continue;
+            switch (value)
+            {
+                case int: Config.Int(key, 0); break;
+                case bool: Config.Bool(key, false); break;
+                case string: Config.String(key, null); break;
+                case double d:
+                    double v = Config.Double(key, 0);
+                    if (double.IsNaN(v) || (double.IsInfinity(v) && double.IsFinite(d)))
+                        throw new InvalidDataException($"Config '{Source}': '{key}' = {Text(v)}, expected a finite number.");
+                    break;
+            }
+        }
+    }
+
     /// <summary>Whether the class declares <paramref name="key"/>.</summary>
     public bool Declares(string key) => _keys.Contains(key);
 
