@@ -44,7 +44,9 @@ public abstract class DiffusionScheduler : IScheduler
     /// text, parsed like the key's default). Keys of <paramref name="config"/> the class does not know are carried in
     /// <see cref="Config"/> unused. The schedule reads <c>num_train_timesteps</c>, the beta keys
     /// (<see cref="BetaScheduleKeys"/>), <c>rescale_betas_zero_snr</c> and <c>prediction_type</c> where the class declares
-    /// them; a class without them gets the DDPM defaults and <c>epsilon</c>.
+    /// them; a class without them gets the DDPM defaults and <c>epsilon</c>. Every value is checked here, once: against
+    /// the type of its key's default, and keys named as the built-in schedulers name theirs (<c>timestep_spacing</c>,
+    /// <c>steps_offset</c>, <c>clip_sample_range</c>, …) as the built-in schedulers check them.
     /// </summary>
     /// <param name="className">The class name written as <c>_class_name</c> (what <see cref="SchedulerRegistry.FromConfig"/> looks up).</param>
     /// <param name="configKeys">Every config key of the class with its default: null, a bool, int, double, string or int[]

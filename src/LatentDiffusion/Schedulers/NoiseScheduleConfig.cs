@@ -12,9 +12,9 @@ internal sealed record NoiseScheduleConfig
     /// What a key reads as in a class that does not declare it: the beta keys take the reference's DDPM defaults
     /// (<see cref="DiffusionScheduler.BetaKeys"/>), everything else is off.
     /// </summary>
-    private static readonly Dictionary<string, object?> Absent = new()
+    private static readonly Dictionary<string, object?> Absent = new(DiffusionScheduler.BetaKeys.Select(k => KeyValuePair.Create(k.Key, k.Default)))
     {
-        ["num_train_timesteps"] = 1000, ["beta_start"] = 0.0001, ["beta_end"] = 0.02, ["beta_schedule"] = "linear",
+        // Off: none of these changes anything when absent (the thresholding and clipping values are unused while off).
         ["prediction_type"] = "epsilon", ["rescale_betas_zero_snr"] = false, ["steps_offset"] = 0, ["thresholding"] = false,
         ["dynamic_thresholding_ratio"] = 0.995, ["sample_max_value"] = 1.0, ["clip_sample"] = false, ["clip_sample_range"] = 1.0,
         ["use_karras_sigmas"] = false, ["use_exponential_sigmas"] = false, ["use_beta_sigmas"] = false, ["final_sigmas_type"] = "zero",
