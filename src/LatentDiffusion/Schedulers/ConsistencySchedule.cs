@@ -1,5 +1,3 @@
-using LatentDiffusion.Formats;
-
 namespace LatentDiffusion.Schedulers;
 
 /// <summary>
@@ -9,12 +7,12 @@ namespace LatentDiffusion.Schedulers;
 /// </summary>
 internal static class ConsistencySchedule
 {
-    /// <summary>The config's <c>original_inference_steps</c> (default 50), checked against the training timesteps.</summary>
-    public static int OriginalSteps(JsonConfig config, int numTrainTimesteps)
+    /// <summary>The config's <c>original_inference_steps</c>, checked against the training timesteps.</summary>
+    public static int OriginalSteps(SchedulerConfigReader reader, int numTrainTimesteps)
     {
-        int steps = config.Int("original_inference_steps", 50);
+        int steps = reader.Int("original_inference_steps");
         if (steps < 1 || steps > numTrainTimesteps)
-            throw new InvalidDataException($"Config '{config.Source}': 'original_inference_steps' = {steps}, expected 1 to num_train_timesteps = {numTrainTimesteps}.");
+            throw new InvalidDataException($"Config '{reader.Source}': 'original_inference_steps' = {steps}, expected 1 to num_train_timesteps = {numTrainTimesteps}.");
         return steps;
     }
 

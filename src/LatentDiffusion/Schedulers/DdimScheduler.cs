@@ -23,12 +23,11 @@ public sealed class DdimScheduler : DiffusionScheduler
     /// <param name="overrides">Config keys to replace, values as text (e.g. <c>timestep_spacing=trailing</c>).</param>
     /// <param name="eta">The stochasticity η (0 = deterministic DDIM, 1 = DDPM-like); a step argument in the reference.</param>
     public DdimScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null, double eta = 0.0)
-        : base("DDIMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("DDIMScheduler", Defaults, config, overrides)
     {
-        if (eta < 0) throw new ArgumentOutOfRangeException(nameof(eta), eta, "eta must be non-negative.");
+        if (!(eta >= 0)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "eta must be non-negative.");
         Eta = eta;
-        FinalAlphaCumprod = Config.Bool("set_alpha_to_one", true) ? 1f : AlphasCumprod[0];
-        NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, 1, roundLinspace: true);
+        FinalAlphaCumprod = ConfigReader.Bool("set_alpha_to_one") ? 1f : AlphasCumprod[0];
     }
 
     /// <summary>The η of every step.</summary>
@@ -37,8 +36,9 @@ public sealed class DdimScheduler : DiffusionScheduler
     /// <summary>ᾱ used past the last step (1, or ᾱ₀ when <c>set_alpha_to_one</c> is false).</summary>
     internal float FinalAlphaCumprod { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
-        => new Run(this, NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, inferenceSteps, roundLinspace: true), inferenceSteps, generator);
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+        => new Run(this, NoiseSchedule.SpacedTimesteps(Schedule, NumTrainTimesteps, inferenceSteps, roundLinspace: true), inferenceSteps, generator);
 
     private sealed class Run(DdimScheduler s, double[] timesteps, int steps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)
     {
@@ -52,7 +52,7 @@ public sealed class DdimScheduler : DiffusionScheduler
             float a = s.AlphasCumprod[t];
             float aPrev = prev >= 0 ? s.AlphasCumprod[prev] : s.FinalAlphaCumprod;
             var (x0, eps) = NoiseSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, a);
-            x0 = NoiseSchedule.ClipOrThreshold(s.Config, x0);
+            x0 = NoiseSchedule.ClipOrThreshold(s.Schedule, x0);
             float variance = (1f - aPrev) / (1f - a) * (1f - a / aPrev);
             float std = (float)s.Eta * MathF.Sqrt(variance);
             var prevSample = MathF.Sqrt(aPrev) * x0 + MathF.Sqrt(1f - aPrev - std * std) * eps;

@@ -20,19 +20,18 @@ public sealed class DdpmScheduler : DiffusionScheduler
 
     /// <summary>Builds DDPM from a scheduler config (missing keys take DDPM's defaults) and optional overrides.</summary>
     public DdpmScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("DDPMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("DDPMScheduler", Defaults, config, overrides)
     {
         // "learned" / "learned_range" need a model that predicts the variance too (twice the sample's channels, e.g.
         // DeepFloyd IF, unCLIP); Stable Diffusion's do not.
-        Config.RequireOneOf("variance_type", "fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range");
-        VarianceType = Config.String("variance_type", "fixed_small")!;
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        VarianceType = ConfigReader.Choice("variance_type", "fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range")!;
     }
 
     internal string VarianceType { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
-        => new Run(this, NoiseSchedule.SpacedTimesteps(Config, NumTrainTimesteps, inferenceSteps, roundLinspace: true), generator);
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+        => new Run(this, NoiseSchedule.SpacedTimesteps(Schedule, NumTrainTimesteps, inferenceSteps, roundLinspace: true), generator);
 
     private sealed class Run(DdpmScheduler s, double[] timesteps, torch.Generator? generator) : AlphaScheduleRun(s.AlphasCumprod, timesteps, generator)
     {
@@ -52,7 +51,7 @@ public sealed class DdpmScheduler : DiffusionScheduler
             float b = 1f - a, bPrev = 1f - aPrev;
             float currentAlpha = a / aPrev, currentBeta = 1f - currentAlpha;
             var (x0, _) = NoiseSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, a);
-            x0 = NoiseSchedule.ClipOrThreshold(s.Config, x0);
+            x0 = NoiseSchedule.ClipOrThreshold(s.Schedule, x0);
             float x0Coeff = MathF.Sqrt(aPrev) * currentBeta / b;
             float sampleCoeff = MathF.Sqrt(currentAlpha) * bPrev / b;
             var prevSample = x0Coeff * x0 + sampleCoeff * sample;

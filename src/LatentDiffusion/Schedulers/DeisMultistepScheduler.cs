@@ -20,29 +20,34 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
 
     /// <summary>Builds DEIS from a scheduler config (missing keys take DEIS's defaults) and optional overrides.</summary>
     public DeisMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("DEISMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: c =>
-        {
-            // As the reference's register_to_config: DPM-Solver/UniPC settings carried over by from_config map to DEIS's own.
-            if (c["algorithm_type"]?.GetValue<string>() is "dpmsolver" or "dpmsolver++") c["algorithm_type"] = "deis";
-            if (c["solver_type"]?.GetValue<string>() is "midpoint" or "heun" or "bh1" or "bh2") c["solver_type"] = "logrho";
-        })
+        : base("DEISMultistepScheduler", Defaults, config, overrides)
     {
-        Config.RequireOneOf("algorithm_type", "deis");
-        Config.RequireOneOf("solver_type", "logrho");
-        DpmSolverMath.RefuseFlowSigmas(Config);
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
-        SigmaSchedule.RequireOneSpacing(Config);
+        ConfigReader.RequireOneOf("algorithm_type", "deis");
+        ConfigReader.RequireOneOf("solver_type", "logrho");
+        DpmSolverMath.RefuseFlowSigmas(ConfigReader);
+        SolverOrder = DpmSolverMath.SolverOrder(ConfigReader, 3);
+        LowerOrderFinal = ConfigReader.Bool("lower_order_final");
     }
+
+    // As the reference's register_to_config: DPM-Solver/UniPC settings carried over by from_config map to DEIS's own.
+    private protected override void AdjustConfig(System.Text.Json.Nodes.JsonObject c)
+    {
+        if (c["algorithm_type"]?.GetValue<string>() is "dpmsolver" or "dpmsolver++") c["algorithm_type"] = "deis";
+        if (c["solver_type"]?.GetValue<string>() is "midpoint" or "heun" or "bh1" or "bh2") c["solver_type"] = "logrho";
+    }
+
+    /// <summary><c>lower_order_final</c>: lower orders at the end of short runs.</summary>
+    internal bool LowerOrderFinal { get; }
 
     internal int SolverOrder { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
-        var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
+        var t = DpmSolverMath.Timesteps(Schedule, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
+        var (timesteps, sig) = DpmSolverMath.Sigmas(Schedule, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
         // DEIS never steps to σ = 0: it ends at the schedule's smallest sigma.
-        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig)));
+        return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, DpmSolverMath.ScheduleSigmaMin(Schedule, AlphasCumprod, sig)));
     }
 
     private sealed class Run(DeisMultistepScheduler s, double[] timesteps, float[] sigmas) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, null)
@@ -54,11 +59,11 @@ public sealed class DeisMultistepScheduler : DiffusionScheduler
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
             int n = Timesteps.Count;
-            bool lof = s.Config.Bool("lower_order_final", true) && n < 15;
+            bool lof = s.LowerOrderFinal && n < 15;
             bool lowerOrderFinal = i == n - 1 && lof, lowerOrderSecond = i == n - 2 && lof;
             // DEIS integrates the noise prediction, recovered from the (possibly thresholded) data prediction.
             var (alpha, sigmaT, _) = DpmSolverMath.At(Sig[i]);
-            var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+            var x0 = DpmSolverMath.DataPrediction(s.Schedule, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             var eps = (sample - alpha * x0) / sigmaT;
             PushModelOutput(eps);
             Tensor prev;

@@ -1,5 +1,3 @@
-using LatentDiffusion.Formats;
-
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Schedulers;
@@ -18,33 +16,32 @@ internal static class DpmSolverMath
     ];
 
     /// <summary><c>solver_order</c>, refused outside 1 … <paramref name="max"/> (no upper bound when null).</summary>
-    public static int SolverOrder(JsonConfig config, int? max)
+    public static int SolverOrder(SchedulerConfigReader reader, int? max)
     {
-        int order = config.Int("solver_order", 2);
+        int order = reader.Int("solver_order");
         if (max is int m ? order < 1 || order > m : order < 1)
         {
             string supported = max is int top ? $"supported: {string.Join(", ", Enumerable.Range(1, top))}" : "at least 1";
-            throw new NotSupportedException($"Config '{config.Source}': 'solver_order' = {order} is not supported ({supported}).");
+            throw new NotSupportedException($"Config '{reader.Source}': 'solver_order' = {order} is not supported ({supported}).");
         }
         return order;
     }
 
     /// <summary>Refuses the flow-matching settings none of these solvers implement.</summary>
-    public static void RefuseFlowSigmas(JsonConfig config)
+    public static void RefuseFlowSigmas(SchedulerConfigReader config)
     {
         config.RequireOneOf("use_flow_sigmas", "false");
         config.RequireOneOf("use_dynamic_shifting", "false");
     }
 
     /// <summary>Validates the DPM-Solver++ settings (multistep and singlestep) and reads whether it is the SDE variant and Heun-type.</summary>
-    public static (bool Sde, bool Heun) DpmSolverPlusPlusSettings(JsonConfig config)
+    public static (bool Sde, bool Heun) DpmSolverPlusPlusSettings(SchedulerConfigReader config)
     {
-        config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        config.RequireOneOf("solver_type", "midpoint", "heun");
-        config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        string? algorithm = config.Choice("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
+        string? solver = config.Choice("solver_type", "midpoint", "heun");
         config.RequireOneOf("variance_type", "null");
         RefuseFlowSigmas(config);
-        return (config.String("algorithm_type", null) == "sde-dpmsolver++", config.String("solver_type", null) == "heun");
+        return (algorithm == "sde-dpmsolver++", solver == "heun");
     }
 
     /// <summary>α_t, σ_t and λ_t of a k-diffusion sigma (σ = 0 gives λ = +∞, which the solvers' final first-order step tolerates).</summary>
@@ -78,12 +75,12 @@ internal static class DpmSolverMath
     }
 
     /// <summary>The config's <c>timestep_spacing</c> and <c>steps_offset</c> applied by <see cref="Timesteps(string, int, int, int, int)"/>.</summary>
-    public static double[] Timesteps(JsonConfig config, int trainSteps, int last, int n)
-        => Timesteps(config.String("timestep_spacing", "linspace")!, trainSteps, last, n, config.Int("steps_offset", 0));
+    public static double[] Timesteps(NoiseScheduleConfig config, int trainSteps, int last, int n)
+        => Timesteps(config.TimestepSpacing ?? throw new InvalidOperationException($"Config '{config.Source}': the class has no timestep_spacing."), trainSteps, last, n, config.StepsOffset);
 
-    /// <summary>T less the timesteps <c>lambda_min_clipped</c> cuts off: where the schedule starts.</summary>
-    public static int LastTimestep(JsonConfig config, float[] alphasCumprod)
-        => alphasCumprod.Length - ClippedCount(alphasCumprod, config.Double("lambda_min_clipped", double.NegativeInfinity));
+    /// <summary>T less the timesteps <paramref name="lambdaMinClipped"/> (<c>lambda_min_clipped</c>) cuts off: where the schedule starts.</summary>
+    public static int LastTimestep(double lambdaMinClipped, float[] alphasCumprod)
+        => alphasCumprod.Length - ClippedCount(alphasCumprod, lambdaMinClipped);
 
     /// <summary>How many training timesteps at the noisy end <c>lambda_min_clipped</c> cuts off (the reference's searchsorted on flipped λ).</summary>
     public static int ClippedCount(float[] alphasCumprod, double lambdaMinClipped)
@@ -104,30 +101,29 @@ internal static class DpmSolverMath
     /// sigmas (then the timesteps are recomputed from them, rounded for Karras when <paramref name="roundKarras"/>).
     /// Returns the timesteps truncated to integers as the reference's int64 cast does, and the sigmas without the final one.
     /// </summary>
-    public static (double[] Timesteps, double[] Sigmas) Sigmas(JsonConfig config, float[] alphasCumprod, double[] timesteps, bool roundKarras, bool configSigmaRange)
+    public static (double[] Timesteps, double[] Sigmas) Sigmas(NoiseScheduleConfig config, float[] alphasCumprod, double[] timesteps, bool roundKarras, bool configSigmaRange)
     {
-        SigmaSchedule.RequireOneSpacing(config);
         int n = timesteps.Length;
         var full = NoiseSchedule.Sigmas(alphasCumprod);
         var logSigmas = NoiseSchedule.LogSigmas(full);
         double sigmaMin = full[0], sigmaMax = full[^1];
         if (configSigmaRange)
         {
-            sigmaMin = config.Double("sigma_min", sigmaMin);
-            sigmaMax = config.Double("sigma_max", sigmaMax);
+            sigmaMin = config.SigmaMin ?? sigmaMin;
+            sigmaMax = config.SigmaMax ?? sigmaMax;
         }
         double[] sig, t = timesteps;
-        if (config.Bool("use_karras_sigmas", false))
+        if (config.UseKarrasSigmas)
         {
             sig = NoiseSchedule.Karras(sigmaMin, sigmaMax, n);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).Select(x => roundKarras ? Math.Round(x) : x).ToArray();
         }
-        else if (config.Bool("use_exponential_sigmas", false))
+        else if (config.UseExponentialSigmas)
         {
             sig = SigmaSchedule.Exponential(sigmaMin, sigmaMax, n);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
-        else if (config.Bool("use_beta_sigmas", false))
+        else if (config.UseBetaSigmas)
         {
             sig = BetaSigmas.Build(sigmaMin, sigmaMax, n);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
@@ -141,16 +137,16 @@ internal static class DpmSolverMath
     public static float SigmaMin(float[] alphasCumprod) => MathF.Sqrt((1f - alphasCumprod[0]) / alphasCumprod[0]);
 
     /// <summary>DEIS's and UniPC's "sigma_min" end: the last Karras/exponential sigma, else the model's smallest.</summary>
-    public static float ScheduleSigmaMin(JsonConfig config, float[] alphasCumprod, double[] sigmas)
+    public static float ScheduleSigmaMin(NoiseScheduleConfig config, float[] alphasCumprod, double[] sigmas)
     {
-        return SigmaSchedule.AlternativeSpacing(config) ? (float)sigmas[^1] : SigmaMin(alphasCumprod);
+        return config.AlternativeSpacing ? (float)sigmas[^1] : SigmaMin(alphasCumprod);
     }
 
     /// <summary>The run's float32 sigmas: the schedule and its final sigma.</summary>
     public static float[] WithFinal(double[] sigmas, float final) => [.. sigmas.Select(x => (float)x), final];
 
     /// <summary>The data prediction x̂₀ = (x − σ_t·ε)/α_t (or from v, or the sample itself), optionally thresholded.</summary>
-    public static Tensor DataPrediction(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
+    public static Tensor DataPrediction(NoiseScheduleConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
     {
         var (alpha, sigmaT, _) = At(sigma);
         var x0 = predictionType switch
@@ -160,8 +156,8 @@ internal static class DpmSolverMath
             "v_prediction" => alpha * sample - sigmaT * modelOutput,
             _ => throw new NotSupportedException($"{className}: prediction_type '{predictionType}' is not supported."),
         };
-        return config.Bool("thresholding", false)
-            ? NoiseSchedule.Threshold(x0, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0))
+        return config.Thresholding
+            ? NoiseSchedule.Threshold(x0, config.DynamicThresholdingRatio, config.SampleMaxValue)
             : x0;
     }
 

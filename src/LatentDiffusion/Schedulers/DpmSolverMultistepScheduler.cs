@@ -25,19 +25,38 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 
     /// <summary>Builds DPM-Solver++ multistep from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public DpmSolverMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("DPMSolverMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true, adjust: RemapForeignSolver)
+        : base("DPMSolverMultistepScheduler", Defaults, config, overrides)
     {
-        string algorithm = Config.String("algorithm_type", "dpmsolver++")!;
+        var r = ConfigReader;
+        string algorithm = r.Choice("algorithm_type", "dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")!;
         NoisePrediction = DpmSolverNoisePrediction.Applies(algorithm);
-        (Sde, Heun) = NoisePrediction ? MultistepNoiseSettings(Config) : DpmSolverMath.DpmSolverPlusPlusSettings(Config);
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
+        (Sde, Heun) = NoisePrediction ? MultistepNoiseSettings(r, Schedule, algorithm) : DpmSolverMath.DpmSolverPlusPlusSettings(r);
+        SolverOrder = DpmSolverMath.SolverOrder(r, 3);
         if (algorithm == "sde-dpmsolver" && SolverOrder == 3)
             throw new NotSupportedException($"Config '{Config.Source}': algorithm_type 'sde-dpmsolver' has no third-order update (solver_order 1 or 2; the reference fails at its first third-order step).");
-        SigmaSchedule.RequireOneSpacing(Config);
-        if (Config.Bool("use_lu_lambdas", false) && (Config.Bool("use_karras_sigmas", false) || Config.Bool("use_exponential_sigmas", false)))
+        UseLuLambdas = r.Bool("use_lu_lambdas");
+        if (UseLuLambdas && (Schedule.UseKarrasSigmas || Schedule.UseExponentialSigmas))
             throw new NotSupportedException($"Config '{Config.Source}': use_lu_lambdas cannot be combined with use_karras_sigmas or use_exponential_sigmas.");
+        LowerOrderFinal = r.Bool("lower_order_final");
+        EulerAtFinal = r.Bool("euler_at_final");
+        LambdaMinClipped = r.Double("lambda_min_clipped", allowInfinite: true);
     }
+
+    private protected override bool ZeroSnrPatchesLast => true;
+
+    private protected override void AdjustConfig(JsonObject config) => RemapForeignSolver(config);
+
+    /// <summary><c>use_lu_lambdas</c>: sigmas evenly spaced in λ.</summary>
+    internal bool UseLuLambdas { get; }
+
+    /// <summary><c>lower_order_final</c>: first/second order at the last steps of short runs.</summary>
+    internal bool LowerOrderFinal { get; }
+
+    /// <summary><c>euler_at_final</c>: a first-order last step.</summary>
+    internal bool EulerAtFinal { get; }
+
+    /// <summary><c>lambda_min_clipped</c>: the smallest λ the schedule keeps (−∞: all).</summary>
+    internal double LambdaMinClipped { get; }
 
     /// <summary>As the reference's register_to_config: DEIS/UniPC settings carried over by from_config become their DPM-Solver++ equivalents.</summary>
     internal static void RemapForeignSolver(JsonObject config)
@@ -50,16 +69,14 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
     /// Validates the deprecated noise-prediction algorithms "dpmsolver" and "sde-dpmsolver": as in the reference they
     /// cannot end at σ = 0 (ε̂ is undefined there), so they need <c>final_sigmas_type = sigma_min</c>.
     /// </summary>
-    private static (bool Sde, bool Heun) MultistepNoiseSettings(JsonConfig config)
+    private static (bool Sde, bool Heun) MultistepNoiseSettings(SchedulerConfigReader config, NoiseScheduleConfig schedule, string algorithm)
     {
-        config.RequireOneOf("solver_type", "midpoint", "heun");
-        config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
+        string? solver = config.Choice("solver_type", "midpoint", "heun");
         config.RequireOneOf("variance_type", "null");
         DpmSolverMath.RefuseFlowSigmas(config);
-        string algorithm = config.String("algorithm_type", null)!;
-        if (config.String("final_sigmas_type", "zero") == "zero")
+        if (schedule.FinalSigmasType == "zero")
             throw new NotSupportedException($"Config '{config.Source}': final_sigmas_type 'zero' is not supported for algorithm_type '{algorithm}' (set final_sigmas_type to 'sigma_min', as the reference requires).");
-        return (algorithm == "sde-dpmsolver", config.String("solver_type", null) == "heun");
+        return (algorithm == "sde-dpmsolver", solver == "heun");
     }
 
     /// <summary>Whether the solver integrates the noise prediction (algorithm_type "dpmsolver" / "sde-dpmsolver").</summary>
@@ -71,13 +88,14 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
-        var t = DpmSolverMath.Timesteps(Config, T, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps);
-        bool cosine = Config.String("beta_schedule", "linear") == "squaredcos_cap_v2";
+        var t = DpmSolverMath.Timesteps(Schedule, T, DpmSolverMath.LastTimestep(LambdaMinClipped, AlphasCumprod), inferenceSteps);
+        bool cosine = Schedule.BetaSchedule == "squaredcos_cap_v2";
         double[] sig;
-        if (Config.Bool("use_lu_lambdas", false))
+        if (UseLuLambdas)
         {
             // Evenly spaced in log σ between the model's extremes (the reference's _convert_to_lu on log σ).
             var logSigmas = NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(AlphasCumprod));
@@ -86,8 +104,8 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).Select(x => cosine ? x : Math.Round(x)).Select(v => Math.Truncate(v)).ToArray();
         }
         else
-            (t, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: !cosine, configSigmaRange: false);
-        float final = Config.String("final_sigmas_type", "zero") == "sigma_min" ? DpmSolverMath.SigmaMin(AlphasCumprod) : 0f;
+            (t, sig) = DpmSolverMath.Sigmas(Schedule, AlphasCumprod, t, roundKarras: !cosine, configSigmaRange: false);
+        float final = Schedule.FinalSigmasType == "sigma_min" ? DpmSolverMath.SigmaMin(AlphasCumprod) : 0f;
         return new Run(this, t, DpmSolverMath.WithFinal(sig, final), generator);
     }
 
@@ -100,11 +118,11 @@ public sealed class DpmSolverMultistepScheduler : DiffusionScheduler
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
             int n = Timesteps.Count;
-            bool lowerOrderFinal = i == n - 1 && (s.Config.Bool("euler_at_final", false) || (s.Config.Bool("lower_order_final", true) && n < 15) || s.Config.String("final_sigmas_type", "zero") == "zero");
-            bool lowerOrderSecond = i == n - 2 && s.Config.Bool("lower_order_final", true) && n < 15;
+            bool lowerOrderFinal = i == n - 1 && (s.EulerAtFinal || (s.LowerOrderFinal && n < 15) || s.Schedule.FinalSigmasType == "zero");
+            bool lowerOrderSecond = i == n - 2 && s.LowerOrderFinal && n < 15;
             var x0 = s.NoisePrediction
-                ? DpmSolverNoisePrediction.Convert(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
-                : DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+                ? DpmSolverNoisePrediction.Convert(s.Schedule, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
+                : DpmSolverMath.DataPrediction(s.Schedule, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             PushModelOutput(x0);
             var x = sample.to(ScalarType.Float32);
             Tensor? noise = s.Sde ? Noise(x) : null;

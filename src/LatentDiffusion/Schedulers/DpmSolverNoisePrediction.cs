@@ -1,4 +1,3 @@
-using LatentDiffusion.Formats;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Schedulers;
@@ -15,12 +14,12 @@ internal static class DpmSolverNoisePrediction
     public static bool Applies(string algorithmType) => algorithmType is "dpmsolver" or "sde-dpmsolver";
 
     /// <summary>ε̂ from the model output; with thresholding, through the thresholded x̂₀ and back, as the reference.</summary>
-    public static Tensor Convert(JsonConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
+    public static Tensor Convert(NoiseScheduleConfig config, string predictionType, Tensor modelOutput, Tensor sample, float sigma, string className)
     {
         var eps = DpmSolverMath.NoisePrediction(predictionType, modelOutput, sample, sigma, className);
-        if (!config.Bool("thresholding", false)) return eps;
+        if (!config.Thresholding) return eps;
         var (alpha, sigmaT, _) = DpmSolverMath.At(sigma);
-        var x0 = NoiseSchedule.Threshold((sample - sigmaT * eps) / alpha, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0));
+        var x0 = NoiseSchedule.Threshold((sample - sigmaT * eps) / alpha, config.DynamicThresholdingRatio, config.SampleMaxValue);
         return (sample - alpha * x0) / sigmaT;
     }
 

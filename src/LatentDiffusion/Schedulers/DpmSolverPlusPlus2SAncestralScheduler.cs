@@ -27,12 +27,15 @@ public sealed class DpmSolverPlusPlus2SAncestralScheduler : DiffusionScheduler
 
     /// <summary>Builds DPM++ 2S ancestral from a scheduler config (missing keys take the defaults above) and optional overrides.</summary>
     public DpmSolverPlusPlus2SAncestralScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base(Name, Defaults, config, overrides, zeroSnrPatchesLast: true)
-        => SigmaSchedule.RequireSpacings(Config);
+        : base(Name, Defaults, config, overrides)
+        => SigmaSchedule.Validate(Schedule);
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    private protected override bool ZeroSnrPatchesLast => true;
+
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        var (t, sig) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps);
         var logSigmas = NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(AlphasCumprod));
         var timesteps = new List<double>();
         var sigmas = new List<float>();
@@ -66,7 +69,7 @@ public sealed class DpmSolverPlusPlus2SAncestralScheduler : DiffusionScheduler
     }
 
     private sealed class Run(DpmSolverPlusPlus2SAncestralScheduler s, double[] timesteps, float[] sigmas, (float Sigma, float Next, float Down, float Up, float Mid)[] plan, torch.Generator? generator)
-        : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
+        : SigmaScheduleRun(s.Schedule, timesteps, sigmas, generator)
     {
         private Tensor? _sample;
         private int _step;

@@ -23,10 +23,10 @@ public sealed class DpmSolverSdeScheduler : DiffusionScheduler
 
     /// <summary>Builds DPM++ SDE from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public DpmSolverSdeScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("DPMSolverSDEScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("DPMSolverSDEScheduler", Defaults, config, overrides)
     {
-        SigmaSchedule.RequireSpacings(Config);
-        if (Config.Has("noise_sampler_seed")) NoiseSeed = Config.Int("noise_sampler_seed", 0);
+        SigmaSchedule.Validate(Schedule);
+        NoiseSeed = ConfigReader.NullableInt("noise_sampler_seed");
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
@@ -37,9 +37,10 @@ public sealed class DpmSolverSdeScheduler : DiffusionScheduler
     /// <summary>Test hook: replaces the Brownian noise of an interval (σ, σ_next) for a sample shape, to check the deterministic part exactly.</summary>
     internal Func<float, float, long[], Tensor>? InjectedNoise { get; set; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        var (t, sig) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps);
         var logSigmas = NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(AlphasCumprod));
         // Midpoints in t = −ln σ between consecutive sigmas (without the final 0), mapped to fractional timesteps.
         var timesteps = new List<double> { t[0] };
@@ -53,7 +54,7 @@ public sealed class DpmSolverSdeScheduler : DiffusionScheduler
         return new Run(this, [.. timesteps], sigmas, generator);
     }
 
-    private sealed class Run(DpmSolverSdeScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
+    private sealed class Run(DpmSolverSdeScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Schedule, timesteps, sigmas, generator)
     {
         private Tensor? _sample;
         private float _midSigma;

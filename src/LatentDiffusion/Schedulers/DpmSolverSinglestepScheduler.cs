@@ -20,12 +20,21 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 
     /// <summary>Builds DPM-Solver++ singlestep from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public DpmSolverSinglestepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("DPMSolverSinglestepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: DpmSolverMultistepScheduler.RemapForeignSolver)
+        : base("DPMSolverSinglestepScheduler", Defaults, config, overrides)
     {
-        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(Config);
-        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
-        SigmaSchedule.RequireOneSpacing(Config);
+        (Sde, Heun) = DpmSolverMath.DpmSolverPlusPlusSettings(ConfigReader);
+        SolverOrder = DpmSolverMath.SolverOrder(ConfigReader, 3);
+        LowerOrderFinal = ConfigReader.Bool("lower_order_final");
+        LambdaMinClipped = ConfigReader.Double("lambda_min_clipped", allowInfinite: true);
     }
+
+    private protected override void AdjustConfig(System.Text.Json.Nodes.JsonObject config) => DpmSolverMultistepScheduler.RemapForeignSolver(config);
+
+    /// <summary><c>lower_order_final</c>: lower orders at the end of the run.</summary>
+    internal bool LowerOrderFinal { get; }
+
+    /// <summary><c>lambda_min_clipped</c>: the smallest λ the schedule keeps (−∞: all).</summary>
+    internal double LambdaMinClipped { get; }
 
     internal int SolverOrder { get; }
 
@@ -33,11 +42,12 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, DpmSolverMath.LastTimestep(Config, AlphasCumprod), inferenceSteps, 0);
-        var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
-        bool zeroFinal = Config.String("final_sigmas_type", "zero") == "zero";
+        var t = DpmSolverMath.Timesteps("linspace", NumTrainTimesteps, DpmSolverMath.LastTimestep(LambdaMinClipped, AlphasCumprod), inferenceSteps, 0);
+        var (timesteps, sig) = DpmSolverMath.Sigmas(Schedule, AlphasCumprod, t, roundKarras: true, configSigmaRange: false);
+        bool zeroFinal = Schedule.FinalSigmasType == "zero";
         float final = zeroFinal ? 0f : DpmSolverMath.SigmaMin(AlphasCumprod);
         return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final), OrderList(inferenceSteps, zeroFinal), generator);
     }
@@ -47,7 +57,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
     {
         int order = SolverOrder;
         // As the reference, a final step that cannot take the full order forces lower_order_final.
-        bool lowerOrderFinal = Config.Bool("lower_order_final", false) || steps % order != 0 || zeroFinal;
+        bool lowerOrderFinal = LowerOrderFinal || steps % order != 0 || zeroFinal;
         var orders = new List<int>();
         int[] cycle = [.. Enumerable.Range(1, order)];
         if (lowerOrderFinal)
@@ -80,7 +90,7 @@ public sealed class DpmSolverSinglestepScheduler : DiffusionScheduler
             int i = CurrentIndex(timestep);
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
-            var x0 = DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
+            var x0 = DpmSolverMath.DataPrediction(s.Schedule, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             PushModelOutput(x0);
             Tensor? noise = s.Sde ? Noise(modelOutput) : null;
             int order = i < _orders.Length ? _orders[i] : 1;

@@ -21,17 +21,29 @@ public sealed class EdmDpmSolverMultistepScheduler : DiffusionScheduler
 
     /// <summary>Builds EDM DPM-Solver++ from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public EdmDpmSolverMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("EDMDPMSolverMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false, adjust: DpmSolverMultistepScheduler.RemapForeignSolver)
+        : base("EDMDPMSolverMultistepScheduler", Defaults, config, overrides)
     {
-        EdmPreconditioning.Validate(Config);
-        Config.RequireOneOf("algorithm_type", "dpmsolver++", "sde-dpmsolver++");
-        Config.RequireOneOf("solver_type", "midpoint", "heun");
-        SolverOrder = DpmSolverMath.SolverOrder(Config, 3);
-        Sde = Config.String("algorithm_type", null) == "sde-dpmsolver++";
-        Heun = Config.String("solver_type", null) == "heun";
+        var r = ConfigReader;
+        Edm = EdmConfig.Read(r);
+        Sde = r.Choice("algorithm_type", "dpmsolver++", "sde-dpmsolver++") == "sde-dpmsolver++";
+        Heun = r.Choice("solver_type", "midpoint", "heun") == "heun";
+        SolverOrder = DpmSolverMath.SolverOrder(r, 3);
+        LowerOrderFinal = r.Bool("lower_order_final");
+        EulerAtFinal = r.Bool("euler_at_final");
         if (Sde && SolverOrder == 3)
             throw new NotSupportedException($"Config '{Config.Source}': EDMDPMSolverMultistepScheduler has no third-order update for algorithm_type 'sde-dpmsolver++' (solver_order 1 or 2).");
     }
+
+    private protected override void AdjustConfig(System.Text.Json.Nodes.JsonObject config) => DpmSolverMultistepScheduler.RemapForeignSolver(config);
+
+    /// <summary>The EDM keys, read once.</summary>
+    internal EdmConfig Edm { get; }
+
+    /// <summary><c>lower_order_final</c>: first/second order at the last steps of short runs.</summary>
+    internal bool LowerOrderFinal { get; }
+
+    /// <summary><c>euler_at_final</c>: a first-order last step.</summary>
+    internal bool EulerAtFinal { get; }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
@@ -43,10 +55,11 @@ public sealed class EdmDpmSolverMultistepScheduler : DiffusionScheduler
 
     internal bool Heun { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var sigmas = EdmPreconditioning.Sigmas(Config, inferenceSteps, ScalarType.Float32);
-        float last = Config.String("final_sigmas_type", "zero") == "sigma_min" ? (float)Config.Double("sigma_min", 0.002) : 0f;
+        var sigmas = EdmPreconditioning.Sigmas(Edm, inferenceSteps, ScalarType.Float32);
+        float last = Schedule.FinalSigmasType == "sigma_min" ? (float)Edm.SigmaMin : 0f;
         return new Run(this, EdmPreconditioning.Timesteps(sigmas), [.. sigmas, last], generator);
     }
 
@@ -55,9 +68,9 @@ public sealed class EdmDpmSolverMultistepScheduler : DiffusionScheduler
 
     private sealed class Run(EdmDpmSolverMultistepScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : ExponentialIntegratorRun(timesteps, sigmas, s.SolverOrder, generator)
     {
-        public override double InitNoiseSigma => EdmPreconditioning.InitNoiseSigma(s.Config);
+        public override double InitNoiseSigma => EdmPreconditioning.InitNoiseSigma(s.Edm);
 
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => EdmPreconditioning.ScaleInput(s.Config, sample, Sig[CurrentIndex(timestep)]);
+        public override Tensor ScaleModelInput(Tensor sample, double timestep) => EdmPreconditioning.ScaleInput(s.Edm, sample, Sig[CurrentIndex(timestep)]);
 
         public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
@@ -67,11 +80,11 @@ public sealed class EdmDpmSolverMultistepScheduler : DiffusionScheduler
             EnsureNotFinished(i);
             using var scope = torch.NewDisposeScope();
             int n = Timesteps.Count;
-            bool lowerOrderFinal = i == n - 1 && (s.Config.Bool("euler_at_final", false) || (s.Config.Bool("lower_order_final", true) && n < 15) || s.Config.String("final_sigmas_type", "zero") == "zero");
-            bool lowerOrderSecond = i == n - 2 && s.Config.Bool("lower_order_final", true) && n < 15;
-            var x0 = EdmPreconditioning.Denoised(s.Config, s.PredictionType, sample, modelOutput, Sig[i], s.ClassName);
-            if (s.Config.Bool("thresholding", false))
-                x0 = NoiseSchedule.Threshold(x0, s.Config.Double("dynamic_thresholding_ratio", 0.995), s.Config.Double("sample_max_value", 1.0));
+            bool lowerOrderFinal = i == n - 1 && (s.EulerAtFinal || (s.LowerOrderFinal && n < 15) || s.Schedule.FinalSigmasType == "zero");
+            bool lowerOrderSecond = i == n - 2 && s.LowerOrderFinal && n < 15;
+            var x0 = EdmPreconditioning.Denoised(s.Edm, s.PredictionType, sample, modelOutput, Sig[i], s.ClassName);
+            if (s.Schedule.Thresholding)
+                x0 = NoiseSchedule.Threshold(x0, s.Schedule.DynamicThresholdingRatio, s.Schedule.SampleMaxValue);
             PushModelOutput(x0);
             // The reference draws the SDE noise in the model output's dtype on its device.
             Tensor? noise = s.Sde ? Noise(modelOutput) : null;

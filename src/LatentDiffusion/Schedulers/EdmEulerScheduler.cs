@@ -17,25 +17,29 @@ public sealed class EdmEulerScheduler : DiffusionScheduler
 
     /// <summary>Builds EDM Euler from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public EdmEulerScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("EDMEulerScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
-        => EdmPreconditioning.Validate(Config);
+        : base("EDMEulerScheduler", Defaults, config, overrides)
+        => Edm = EdmConfig.Read(ConfigReader);
+
+    /// <summary>The EDM keys, read once.</summary>
+    internal EdmConfig Edm { get; }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
     internal override bool ContinuousTimesteps => true;
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var sigmas = EdmPreconditioning.Sigmas(Config, inferenceSteps, ScalarType.Float64);
-        float last = Config.String("final_sigmas_type", "zero") == "sigma_min" ? sigmas[^1] : 0f;
+        var sigmas = EdmPreconditioning.Sigmas(Edm, inferenceSteps, ScalarType.Float64);
+        float last = Schedule.FinalSigmasType == "sigma_min" ? sigmas[^1] : 0f;
         return new Run(this, EdmPreconditioning.Timesteps(sigmas), [.. sigmas, last], generator);
     }
 
     private sealed class Run(EdmEulerScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SchedulerRun(timesteps, sigmas, generator)
     {
-        public override double InitNoiseSigma => EdmPreconditioning.InitNoiseSigma(s.Config);
+        public override double InitNoiseSigma => EdmPreconditioning.InitNoiseSigma(s.Edm);
 
-        public override Tensor ScaleModelInput(Tensor sample, double timestep) => EdmPreconditioning.ScaleInput(s.Config, sample, Sig[CurrentIndex(timestep)]);
+        public override Tensor ScaleModelInput(Tensor sample, double timestep) => EdmPreconditioning.ScaleInput(s.Edm, sample, Sig[CurrentIndex(timestep)]);
 
         public override Tensor AddNoise(Tensor original, Tensor noise, double timestep) => SigmaSchedule.AddNoise(original, noise, Sig[NoiseIndex(timestep)]);
 
@@ -46,7 +50,7 @@ public sealed class EdmEulerScheduler : DiffusionScheduler
             using var scope = torch.NewDisposeScope();
             var x = sample.to(ScalarType.Float32);
             float sigma = Sig[i];
-            var x0 = EdmPreconditioning.Denoised(s.Config, s.PredictionType, x, modelOutput, sigma, s.ClassName);
+            var x0 = EdmPreconditioning.Denoised(s.Edm, s.PredictionType, x, modelOutput, sigma, s.ClassName);
             var derivative = (x - x0) / sigma;
             var prev = (x + derivative * (Sig[i + 1] - sigma)).to(modelOutput.dtype);
             StepIndex = i + 1;

@@ -1,4 +1,3 @@
-using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,29 +19,19 @@ internal static class EdmPreconditioning
         ("prediction_type", "epsilon"), ("rho", 7.0),
     ];
 
-    /// <summary>Validates the schedule keys.</summary>
-    public static void Validate(JsonConfig config)
-    {
-        config.RequireOneOf("sigma_schedule", "karras", "exponential");
-        config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        double min = config.Double("sigma_min", 0.002), max = config.Double("sigma_max", 80.0), data = config.Double("sigma_data", 0.5);
-        if (!(min > 0 && max > min && data > 0 && config.Double("rho", 7.0) > 0))
-            throw new InvalidDataException($"Config '{config.Source}': EDM sigmas need 0 < sigma_min ({min}) < sigma_max ({max}), sigma_data > 0 ({data}) and rho > 0.");
-    }
-
     /// <summary>
     /// The <paramref name="steps"/> float32 sigmas of set_timesteps, σ_max first. Karras: the ramp linspace(0, 1) in
     /// <paramref name="karrasDtype"/> (float64 for EDM Euler, float32 for EDM DPM-Solver), (σ_max^(1/ρ) + r·(σ_min^(1/ρ) −
     /// σ_max^(1/ρ)))^ρ; exponential: exp of a float32 linspace of ln σ, flipped.
     /// </summary>
-    public static float[] Sigmas(JsonConfig config, int steps, ScalarType karrasDtype)
+    public static float[] Sigmas(EdmConfig config, int steps, ScalarType karrasDtype)
     {
         using var scope = torch.NewDisposeScope();
-        double min = config.Double("sigma_min", 0.002), max = config.Double("sigma_max", 80.0);
+        double min = config.SigmaMin, max = config.SigmaMax;
         Tensor sigmas;
-        if (config.String("sigma_schedule", "karras") == "karras")
+        if (config.Karras)
         {
-            double rho = config.Double("rho", 7.0);
+            double rho = config.Rho;
             double minInv = Math.Pow(min, 1 / rho), maxInv = Math.Pow(max, 1 / rho);
             var ramp = Linspace(0, 1, steps, karrasDtype);
             sigmas = (ramp * (minInv - maxInv) + maxInv).pow(rho);
@@ -65,17 +54,17 @@ internal static class EdmPreconditioning
     }
 
     /// <summary>The model input x·c_in.</summary>
-    public static Tensor ScaleInput(JsonConfig config, Tensor sample, float sigma)
+    public static Tensor ScaleInput(EdmConfig config, Tensor sample, float sigma)
     {
-        float data = (float)config.Double("sigma_data", 0.5);
+        float data = (float)config.SigmaData;
         float cIn = 1f / MathF.Sqrt(sigma * sigma + (float)(data * (double)data));
         return sample * cIn;
     }
 
     /// <summary>The denoised estimate c_skip·x + c_out·F(x) (c_out negative for v-prediction).</summary>
-    public static Tensor Denoised(JsonConfig config, string predictionType, Tensor sample, Tensor modelOutput, float sigma, string className)
+    public static Tensor Denoised(EdmConfig config, string predictionType, Tensor sample, Tensor modelOutput, float sigma, string className)
     {
-        double data = config.Double("sigma_data", 0.5);
+        double data = config.SigmaData;
         float data2 = (float)(data * data);
         float cSkip = data2 / (sigma * sigma + data2);
         float cOut = predictionType switch
@@ -88,9 +77,9 @@ internal static class EdmPreconditioning
     }
 
     /// <summary>init_noise_sigma = sqrt(σ_max² + 1) (the reference's, in double).</summary>
-    public static double InitNoiseSigma(JsonConfig config)
+    public static double InitNoiseSigma(EdmConfig config)
     {
-        double max = config.Double("sigma_max", 80.0);
+        double max = config.SigmaMax;
         return Math.Sqrt(max * max + 1);
     }
 }

@@ -19,18 +19,21 @@ public sealed class EulerAncestralDiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds Euler ancestral from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public EulerAncestralDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("EulerAncestralDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true)
-        => Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        : base("EulerAncestralDiscreteScheduler", Defaults, config, overrides)
+        => SigmaSchedule.Validate(Schedule);
+
+    private protected override bool ZeroSnrPatchesLast => true;
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, hasSpacingKeys: false);
+        var (timesteps, sigmas) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps);
         return new Run(this, timesteps, sigmas, generator);
     }
 
-    private sealed class Run(EulerAncestralDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
+    private sealed class Run(EulerAncestralDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Schedule, timesteps, sigmas, generator)
     {
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {

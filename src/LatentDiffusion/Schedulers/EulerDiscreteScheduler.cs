@@ -20,29 +20,33 @@ public sealed class EulerDiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds Euler from a scheduler config (missing keys take Euler's defaults) and optional overrides.</summary>
     public EulerDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("EulerDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true)
+        : base("EulerDiscreteScheduler", Defaults, config, overrides)
     {
-        Config.RequireOneOf("interpolation_type", "linear", "log_linear");
-        Config.RequireOneOf("timestep_type", "discrete", "continuous");
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        SigmaSchedule.RequireSpacings(Config);
+        LogLinear = ConfigReader.Choice("interpolation_type", "linear", "log_linear") == "log_linear";
+        ContinuousTimesteps = ConfigReader.Choice("timestep_type", "discrete", "continuous") == "continuous" && PredictionType == "v_prediction";
+        SigmaSchedule.Validate(Schedule);
     }
+
+    private protected override bool ZeroSnrPatchesLast => true;
+
+    /// <summary><c>interpolation_type = log_linear</c>: sigmas evenly spaced in log σ.</summary>
+    internal bool LogLinear { get; }
 
     /// <summary>
     /// <c>timestep_type = continuous</c> with v-prediction: the model is conditioned on c_noise = ¼·ln σ (the EDM
     /// preconditioning, e.g. Playground v2.5), not on a training timestep. The reference ignores it for other prediction types.
     /// </summary>
-    internal override bool ContinuousTimesteps => Config.String("timestep_type", "discrete") == "continuous" && PredictionType == "v_prediction";
+    internal override bool ContinuousTimesteps { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps, Config.String("final_sigmas_type", "zero")!, configSigmaRange: true,
-            logLinear: Config.String("interpolation_type", "linear") == "log_linear");
+        var (timesteps, sigmas) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps, Schedule.FinalSigmasType, configSigmaRange: true, logLinear: LogLinear);
         if (ContinuousTimesteps) timesteps = SigmaSchedule.ContinuousTimesteps(sigmas);
         return new Run(this, timesteps, sigmas, generator);
     }
 
-    private sealed class Run(EulerDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Config, timesteps, sigmas, generator)
+    private sealed class Run(EulerDiscreteScheduler s, double[] timesteps, float[] sigmas, torch.Generator? generator) : SigmaScheduleRun(s.Schedule, timesteps, sigmas, generator)
     {
         public override Tensor Step(Tensor modelOutput, double timestep, Tensor sample)
         {

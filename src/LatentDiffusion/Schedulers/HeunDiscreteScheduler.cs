@@ -19,21 +19,22 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds Heun from a scheduler config (missing keys take Heun's defaults) and optional overrides.</summary>
     public HeunDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("HeunDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("HeunDiscreteScheduler", Defaults, config, overrides)
     {
-        SigmaSchedule.RequireSpacings(Config);
+        SigmaSchedule.Validate(Schedule);
     }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (t, sig) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        var (t, sig) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps);
         // Each interior timestep/sigma is visited twice: once for the Euler predictor, once for the corrector.
         double[] timesteps = [t[0], .. t.Skip(1).SelectMany(v => new[] { v, v })];
         float[] sigmas = [sig[0], .. sig[1..^1].SelectMany(v => new[] { v, v }), sig[^1]];
         return new Run(this, timesteps, sigmas);
     }
 
-    private sealed class Run(HeunDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Config, timesteps, sigmas, null)
+    private sealed class Run(HeunDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Schedule, timesteps, sigmas, null)
     {
         private Tensor? _prevDerivative;
         private Tensor? _sample;
@@ -50,9 +51,9 @@ public sealed class HeunDiscreteScheduler : DiffusionScheduler
             float sigma = first ? Sig[i] : Sig[i - 1];
             float sigmaNext = first ? Sig[i + 1] : Sig[i];
             var x0 = SigmaSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, first ? sigma : sigmaNext, s.ClassName);
-            if (s.Config.Bool("clip_sample", false))
+            if (s.Schedule.ClipSample)
             {
-                double r = s.Config.Double("clip_sample_range", 1.0);
+                double r = s.Schedule.ClipSampleRange;
                 x0 = x0.clamp(-r, r);
             }
             Tensor prev;

@@ -15,16 +15,17 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds KDPM2 ancestral from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public KDpm2AncestralDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("KDPM2AncestralDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("KDPM2AncestralDiscreteScheduler", Defaults, config, overrides)
     {
-        SigmaSchedule.RequireSpacings(Config);
+        SigmaSchedule.Validate(Schedule);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Config, AlphasCumprod, inferenceSteps);
+        var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Schedule, AlphasCumprod, inferenceSteps);
         float[] up, down, interpol;
         using (var scope = torch.NewDisposeScope())
         {
@@ -42,7 +43,7 @@ public sealed class KDpm2AncestralDiscreteScheduler : DiffusionScheduler
         }
         var tInterpol = interpol.Select(x => KDpm2Math.SigmaToTFloat32(x, logSigmas)).ToArray();
         var timesteps = new List<double> { t[0] };
-        for (int k = 1; k < t.Length; k++) { timesteps.Add(KDpm2Math.AsScheduleDtype(tInterpol[k - 1], Config)); timesteps.Add(t[k]); }
+        for (int k = 1; k < t.Length; k++) { timesteps.Add(KDpm2Math.AsScheduleDtype(tInterpol[k - 1], Schedule)); timesteps.Add(t[k]); }
         return new Run(this, [.. timesteps], KDpm2Math.Interleave(sig), KDpm2Math.Interleave(interpol), KDpm2Math.Interleave(up), KDpm2Math.Interleave(down), generator);
     }
 

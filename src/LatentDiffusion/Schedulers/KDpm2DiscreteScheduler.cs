@@ -19,16 +19,17 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds KDPM2 from a scheduler config (missing keys take its defaults) and optional overrides.</summary>
     public KDpm2DiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("KDPM2DiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("KDPM2DiscreteScheduler", Defaults, config, overrides)
     {
-        SigmaSchedule.RequireSpacings(Config);
+        SigmaSchedule.Validate(Schedule);
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Config, AlphasCumprod, inferenceSteps);
+        var (t, sig, logSigmas) = KDpm2Math.BaseSchedule(Schedule, AlphasCumprod, inferenceSteps);
         // Midpoints in log sigma between each sigma and the previous one.
         float[] interpol;
         using (var scope = torch.NewDisposeScope())
@@ -38,7 +39,7 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
         }
         var tInterpol = interpol.Select(x => KDpm2Math.SigmaToTFloat32(x, logSigmas)).ToArray();
         var timesteps = new List<double> { t[0] };
-        for (int k = 1; k < t.Length; k++) { timesteps.Add(KDpm2Math.AsScheduleDtype(tInterpol[k], Config)); timesteps.Add(t[k]); }
+        for (int k = 1; k < t.Length; k++) { timesteps.Add(KDpm2Math.AsScheduleDtype(tInterpol[k], Schedule)); timesteps.Add(t[k]); }
         return new Run(this, [.. timesteps], KDpm2Math.Interleave(sig), KDpm2Math.Interleave(interpol));
     }
 
@@ -71,7 +72,7 @@ public sealed class KDpm2DiscreteScheduler : DiffusionScheduler
 /// model has been evaluated there, the full step from the kept sample with the midpoint's slope.
 /// </summary>
 internal abstract class KDpm2Run(DiffusionScheduler scheduler, double[] timesteps, float[] sigmas, float[] interpol, torch.Generator? generator)
-    : SigmaScheduleRun(scheduler.Config, timesteps, sigmas, generator)
+    : SigmaScheduleRun(scheduler.Schedule, timesteps, sigmas, generator)
 {
     private Tensor? _sample;
 
@@ -109,10 +110,10 @@ internal abstract class KDpm2Run(DiffusionScheduler scheduler, double[] timestep
 internal static class KDpm2Math
 {
     /// <summary>Timesteps, sigmas with the final 0, and float32 log sigmas of the model.</summary>
-    public static (double[] Timesteps, float[] Sigmas, float[] LogSigmas) BaseSchedule(JsonConfig config, float[] alphasCumprod, int steps)
+    public static (double[] Timesteps, float[] Sigmas, float[] LogSigmas) BaseSchedule(NoiseScheduleConfig config, float[] alphasCumprod, int steps)
     {
         var (t, sig) = SigmaSchedule.Build(config, alphasCumprod, steps);
-        if (config.Bool("use_karras_sigmas", false)) t = [.. t.Select(v => Math.Round(v))];
+        if (config.UseKarrasSigmas) t = [.. t.Select(v => Math.Round(v))];
         return (t, sig, NoiseSchedule.LogSigmas(NoiseSchedule.Sigmas(alphasCumprod)));
     }
 
@@ -136,5 +137,5 @@ internal static class KDpm2Math
     }
 
     /// <summary>The midpoint timesteps take the dtype of the main ones: float32, or float64 after Karras rounding.</summary>
-    public static double AsScheduleDtype(float t, JsonConfig config) => config.Bool("use_karras_sigmas", false) ? t : (double)(float)t;
+    public static double AsScheduleDtype(float t, NoiseScheduleConfig config) => config.UseKarrasSigmas ? t : (double)(float)t;
 }

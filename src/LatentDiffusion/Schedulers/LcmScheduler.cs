@@ -22,10 +22,11 @@ public sealed class LcmScheduler : DiffusionScheduler
 
     /// <summary>Builds LCM from a scheduler config (missing keys take LCM's defaults) and optional overrides.</summary>
     public LcmScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("LCMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("LCMScheduler", Defaults, config, overrides)
     {
-        FinalAlphaCumprod = Config.Bool("set_alpha_to_one", true) ? 1f : AlphasCumprod[0];
-        OriginalSteps = ConsistencySchedule.OriginalSteps(Config, NumTrainTimesteps);
+        FinalAlphaCumprod = ConfigReader.Bool("set_alpha_to_one") ? 1f : AlphasCumprod[0];
+        OriginalSteps = ConsistencySchedule.OriginalSteps(ConfigReader, NumTrainTimesteps);
+        TimestepScaling = ConfigReader.Double("timestep_scaling");
     }
 
     internal float FinalAlphaCumprod { get; }
@@ -33,7 +34,11 @@ public sealed class LcmScheduler : DiffusionScheduler
     /// <summary>The distillation schedule length; inference uses a subset of its timesteps.</summary>
     internal int OriginalSteps { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <summary><c>timestep_scaling</c>: the factor on the timestep in the boundary-condition coefficients.</summary>
+    internal double TimestepScaling { get; }
+
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "LCMScheduler");
         return new Run(this, timesteps, generator);
@@ -51,11 +56,11 @@ public sealed class LcmScheduler : DiffusionScheduler
             float a = s.AlphasCumprod[t];
             float aPrev = prevT >= 0 ? s.AlphasCumprod[prevT] : s.FinalAlphaCumprod;
             // Consistency-model boundary condition (σ_data = 0.5), in float32 like the reference.
-            float scaled = t * (float)s.Config.Double("timestep_scaling", 10.0);
+            float scaled = t * (float)s.TimestepScaling;
             float cSkip = 0.25f / (scaled * scaled + 0.25f);
             float cOut = scaled / MathF.Sqrt(scaled * scaled + 0.25f);
             var (x0, _) = NoiseSchedule.PredictOriginal(s.PredictionType, modelOutput, sample, a);
-            x0 = NoiseSchedule.ClipOrThreshold(s.Config, x0);
+            x0 = NoiseSchedule.ClipOrThreshold(s.Schedule, x0);
             var denoised = cOut * x0 + cSkip * sample;
             var prev = i != Timesteps.Count - 1
                 ? MathF.Sqrt(aPrev) * denoised + MathF.Sqrt(1f - aPrev) * Noise(denoised)

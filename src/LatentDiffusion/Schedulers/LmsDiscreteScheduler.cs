@@ -21,14 +21,15 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
 
     /// <summary>Builds LMS from a scheduler config (missing keys take LMS's defaults) and optional overrides.</summary>
     public LmsDiscreteScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("LMSDiscreteScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("LMSDiscreteScheduler", Defaults, config, overrides)
     {
-        SigmaSchedule.RequireSpacings(Config);
+        SigmaSchedule.Validate(Schedule);
     }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var (timesteps, sigmas) = SigmaSchedule.Build(Config, AlphasCumprod, inferenceSteps);
+        var (timesteps, sigmas) = SigmaSchedule.Build(Schedule, AlphasCumprod, inferenceSteps);
         return new Run(this, timesteps, sigmas);
     }
 
@@ -54,7 +55,7 @@ public sealed class LmsDiscreteScheduler : DiffusionScheduler
         return sum * half;
     }
 
-    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Config, timesteps, sigmas, null)
+    private sealed class Run(LmsDiscreteScheduler s, double[] timesteps, float[] sigmas) : SigmaScheduleRun(s.Schedule, timesteps, sigmas, null)
     {
         private readonly List<Tensor> _derivatives = [];
 

@@ -19,19 +19,16 @@ internal static class NoiseSchedule
     public static readonly string[] Spacings = ["linspace", "leading", "trailing"];
 
     /// <summary>β_t for t = 0 … num_train_timesteps−1, float32 as the reference keeps them.</summary>
-    public static float[] Betas(JsonConfig config, int trainSteps)
+    public static float[] Betas(NoiseScheduleConfig config, int trainSteps)
     {
-        if (config.Has("trained_betas"))
+        if (config.TrainedBetas is { } trained)
         {
-            var trained = config.DoubleArray("trained_betas")!;
             if (trained.Length != trainSteps)
                 throw new InvalidDataException($"Config '{config.Source}': 'trained_betas' has {trained.Length} values, expected num_train_timesteps = {trainSteps}.");
             return trained.Select(b => (float)b).ToArray();
         }
-        config.RequireOneOf("beta_schedule", BetaSchedules);
-        string schedule = config.String("beta_schedule", "linear")!;
-        double start = config.Double("beta_start", 0.0001), end = config.Double("beta_end", 0.02);
-        switch (schedule)
+        double start = config.BetaStart, end = config.BetaEnd;
+        switch (config.BetaSchedule)
         {
             case "linear":
             {
@@ -86,10 +83,10 @@ internal static class NoiseSchedule
     }
 
     /// <summary>Betas (rescaled when <c>rescale_betas_zero_snr</c>) and ᾱ from a config.</summary>
-    public static float[] AlphasCumprodFromConfig(JsonConfig config, int trainSteps, bool zeroSnrPatchesLast)
+    public static float[] AlphasCumprodFromConfig(NoiseScheduleConfig config, bool zeroSnrPatchesLast)
     {
-        var betas = Betas(config, trainSteps);
-        bool rescale = config.Bool("rescale_betas_zero_snr", false);
+        var betas = Betas(config, config.NumTrainTimesteps);
+        bool rescale = config.RescaleBetasZeroSnr;
         if (rescale) betas = RescaleZeroTerminalSnr(betas);
         var ac = AlphasCumprod(betas);
         // Sigma-based schedulers cannot use ᾱ = 0 (infinite sigma); the reference nudges it to 2^-24.
@@ -122,11 +119,10 @@ internal static class NoiseSchedule
     /// "leading"). <paramref name="roundLinspace"/>: the DDPM-family rounds linspace values to integers; the
     /// sigma-family keeps them fractional (float32).
     /// </summary>
-    public static double[] SpacedTimesteps(JsonConfig config, int trainSteps, int steps, bool roundLinspace)
+    public static double[] SpacedTimesteps(NoiseScheduleConfig config, int trainSteps, int steps, bool roundLinspace)
     {
-        config.RequireOneOf("timestep_spacing", Spacings);
-        string spacing = config.String("timestep_spacing", "leading")!;
-        int offset = config.Int("steps_offset", 0);
+        string spacing = config.TimestepSpacing ?? throw new InvalidOperationException($"Config '{config.Source}': the class has no timestep_spacing.");
+        int offset = config.StepsOffset;
         double[] t;
         switch (spacing)
         {
@@ -230,13 +226,13 @@ internal static class NoiseSchedule
     }
 
     /// <summary>Dynamic thresholding when <c>thresholding</c>, else clipping to ±<c>clip_sample_range</c> when <c>clip_sample</c>.</summary>
-    public static Tensor ClipOrThreshold(JsonConfig config, Tensor original)
+    public static Tensor ClipOrThreshold(NoiseScheduleConfig config, Tensor original)
     {
-        if (config.Bool("thresholding", false))
-            return Threshold(original, config.Double("dynamic_thresholding_ratio", 0.995), config.Double("sample_max_value", 1.0));
-        if (config.Bool("clip_sample", false))
+        if (config.Thresholding)
+            return Threshold(original, config.DynamicThresholdingRatio, config.SampleMaxValue);
+        if (config.ClipSample)
         {
-            double r = config.Double("clip_sample_range", 1.0);
+            double r = config.ClipSampleRange;
             return original.clamp(-r, r);
         }
         return original;

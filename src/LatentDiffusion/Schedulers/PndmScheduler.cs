@@ -20,11 +20,10 @@ public sealed class PndmScheduler : DiffusionScheduler
 
     /// <summary>Builds PNDM from a scheduler config (missing keys take PNDM's defaults) and optional overrides.</summary>
     public PndmScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("PNDMScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("PNDMScheduler", Defaults, config, overrides)
     {
-        FinalAlphaCumprod = Config.Bool("set_alpha_to_one", false) ? 1f : AlphasCumprod[0];
-        SkipPrk = Config.Bool("skip_prk_steps", false);
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
+        FinalAlphaCumprod = ConfigReader.Bool("set_alpha_to_one") ? 1f : AlphasCumprod[0];
+        SkipPrk = ConfigReader.Bool("skip_prk_steps");
     }
 
     internal override string[] SupportedPredictionTypes => ["epsilon", "v_prediction"];
@@ -33,18 +32,19 @@ public sealed class PndmScheduler : DiffusionScheduler
 
     internal bool SkipPrk { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         int T = NumTrainTimesteps;
         long[] baseSteps; // ascending
-        switch (Config.String("timestep_spacing", "leading"))
+        switch (Schedule.TimestepSpacing)
         {
             case "linspace":
                 baseSteps = NoiseSchedule.Linspace(0, T - 1, inferenceSteps).Select(v => (long)Math.Round(v)).ToArray();
                 break;
             case "leading":
             {
-                int ratio = T / inferenceSteps, offset = Config.Int("steps_offset", 0);
+                int ratio = T / inferenceSteps, offset = Schedule.StepsOffset;
                 baseSteps = Enumerable.Range(0, inferenceSteps).Select(i => (long)(i * ratio + offset)).ToArray();
                 break;
             }

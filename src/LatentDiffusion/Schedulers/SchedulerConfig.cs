@@ -32,7 +32,16 @@ public static class SchedulerConfig
     internal static JsonConfig Build(string className, IReadOnlyList<(string Key, object? Default)> defaults, JsonConfig? model, IReadOnlyDictionary<string, string>? overrides, Action<JsonObject>? adjust = null)
     {
         var obj = new JsonObject { ["_class_name"] = className };
-        var classKeys = defaults.Select(d => d.Key).ToHashSet();
+        var classKeys = new HashSet<string>();
+        foreach (var (key, value) in defaults)
+        {
+            if (string.IsNullOrWhiteSpace(key) || key.StartsWith('_'))
+                throw new ArgumentException($"{className}: config key '{key}' must be a non-empty name not starting with '_'.", nameof(defaults));
+            if (!classKeys.Add(key))
+                throw new ArgumentException($"{className} declares config key '{key}' twice.", nameof(defaults));
+            if (value is not (null or bool or int or double or string or int[]))
+                throw new ArgumentException($"{className}: the default of config key '{key}' is a {value.GetType().Name}; expected null, bool, int, double, string or int[].", nameof(defaults));
+        }
         // Keys the previous class filled with its own defaults were never chosen by anyone: the reference drops them
         // (via "_use_default_values") so that this class uses its own defaults instead.
         var usedDefaults = new HashSet<string>();
@@ -77,17 +86,6 @@ public static class SchedulerConfig
         return new JsonConfig(doc.RootElement, source);
     }
 
-    /// <summary>The effective config with only <c>_class_name</c> and the class's own keys (the carried, unused ones removed).</summary>
-    internal static JsonConfig OnlyClassKeys(JsonConfig config, IReadOnlyList<(string Key, object? Default)> defaults)
-    {
-        var keys = defaults.Select(d => d.Key).ToHashSet();
-        var obj = new JsonObject();
-        foreach (var p in config.Root.EnumerateObject())
-            if (p.Name == "_class_name" || keys.Contains(p.Name)) obj[p.Name] = JsonNode.Parse(p.Value.GetRawText());
-        using var doc = JsonDocument.Parse(obj.ToJsonString(WriteOptions));
-        return new JsonConfig(doc.RootElement, config.Source);
-    }
-
     private static JsonNode? ToNode(object? value) => value switch
     {
         null => null,
@@ -115,7 +113,9 @@ public static class SchedulerConfig
             case double:
                 if (text is "-inf" or "-Infinity") return JsonValue.Create("-Infinity");
                 if (text is "inf" or "Infinity") return JsonValue.Create("Infinity");
-                return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? JsonValue.Create(d) : throw Bad("a number");
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)) throw Bad("a number");
+                // JSON has no NaN: kept as Python's json module writes it, for the scheduler to refuse by name.
+                return double.IsFinite(d) ? JsonValue.Create(d) : JsonValue.Create(double.IsNaN(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
             case string:
                 return JsonValue.Create(text);
             default:

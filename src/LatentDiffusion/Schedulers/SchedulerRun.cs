@@ -6,39 +6,59 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Schedulers;
 
 /// <summary>
-/// Per-generation state shared by all runs: the schedule, the step index (found from the first timestep seen, or set by
+/// Base of a scheduler run (one generation): the schedule, the step index (found from the first timestep seen, or set by
 /// <see cref="SetBeginIndex"/>, as the reference does), the generator, and the history tensors a multistep solver keeps.
+/// Every built-in run derives from it, and so can a user's: implement <see cref="ScaleModelInput"/>,
+/// <see cref="Step"/> and <see cref="AddNoise"/>, find the step with <see cref="CurrentIndex"/>, advance
+/// <see cref="StepIndex"/>, draw noise with <see cref="Noise"/> and keep tensors across steps with <see cref="Keep"/>.
 /// </summary>
-internal abstract class SchedulerRun : ISchedulerRun
+/// <remarks>Not thread-safe: one run per generation. <see cref="Dispose"/> releases the tensors it keeps.</remarks>
+public abstract class SchedulerRun : ISchedulerRun
 {
     private readonly double[] _timesteps;
     private readonly List<Tensor> _owned = [];
     private bool _disposed;
 
-    protected SchedulerRun(double[] timesteps, float[]? sigmas, torch.Generator? generator)
+    /// <summary>Starts a run over <paramref name="timesteps"/> (copied).</summary>
+    /// <param name="timesteps">The run's timesteps in the order the model is called (the reference's <c>scheduler.timesteps</c>).</param>
+    /// <param name="sigmas">The run's sigmas (float32, copied), or null for a scheduler without them.</param>
+    /// <param name="generator">The CPU generator <see cref="Noise"/> draws from; null for the global one.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="timesteps"/> is null.</exception>
+    protected SchedulerRun(IReadOnlyList<double> timesteps, IReadOnlyList<float>? sigmas, torch.Generator? generator)
     {
-        _timesteps = timesteps;
-        Timesteps = Array.AsReadOnly(timesteps);
-        SigmaValues = sigmas;
+        ArgumentNullException.ThrowIfNull(timesteps);
+        _timesteps = [.. timesteps];
+        Timesteps = Array.AsReadOnly(_timesteps);
+        SigmaValues = sigmas is null ? null : [.. sigmas];
         Generator = generator;
     }
 
+    /// <inheritdoc/>
     public IReadOnlyList<double> Timesteps { get; }
 
     /// <summary>The float32 sigmas, when the scheduler has them.</summary>
-    protected float[]? SigmaValues { get; }
+    private protected float[]? SigmaValues { get; }
 
     /// <summary>The float32 sigmas of a sigma scheduler.</summary>
-    protected float[] Sig => SigmaValues ?? throw new InvalidOperationException("This scheduler has no sigmas.");
+    private protected float[] Sig => SigmaValues ?? throw new InvalidOperationException("This scheduler has no sigmas.");
+
+    /// <summary>The run's float32 sigma at <paramref name="index"/>.</summary>
+    /// <exception cref="InvalidOperationException">The run was started without sigmas.</exception>
+    /// <exception cref="IndexOutOfRangeException"><paramref name="index"/> is outside the sigmas.</exception>
+    protected float SigmaAt(int index) => Sig[index];
 
     private IReadOnlyList<double>? _sigmas;
 
+    /// <inheritdoc/>
     public IReadOnlyList<double>? Sigmas => SigmaValues is null ? null : _sigmas ??= Array.AsReadOnly(SigmaValues.Select(s => (double)s).ToArray());
 
+    /// <inheritdoc/>
     public virtual double InitNoiseSigma => 1.0;
 
+    /// <inheritdoc/>
     public virtual int Order => 1;
 
+    /// <summary>The generator the run was started with (null: libtorch's global one); <see cref="Noise"/> draws from it.</summary>
     protected torch.Generator? Generator { get; }
 
     /// <summary>The reference's <c>_step_index</c>: null until the first call.</summary>
@@ -47,6 +67,7 @@ internal abstract class SchedulerRun : ISchedulerRun
     /// <summary>The reference's <c>_begin_index</c>.</summary>
     protected int? BeginIndex { get; private set; }
 
+    /// <inheritdoc/>
     public void SetBeginIndex(int beginIndex)
     {
         if (beginIndex < 0 || beginIndex > _timesteps.Length)
@@ -54,10 +75,13 @@ internal abstract class SchedulerRun : ISchedulerRun
         BeginIndex = beginIndex;
     }
 
+    /// <inheritdoc/>
     public abstract Tensor ScaleModelInput(Tensor sample, double timestep);
 
+    /// <inheritdoc/>
     public abstract Tensor Step(Tensor modelOutput, double timestep, Tensor sample);
 
+    /// <inheritdoc/>
     public abstract Tensor AddNoise(Tensor original, Tensor noise, double timestep);
 
     /// <summary>
@@ -138,15 +162,18 @@ internal abstract class SchedulerRun : ISchedulerRun
         t.Dispose();
     }
 
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the run is disposed.</summary>
     protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
-    /// <summary>Checks the step is within the schedule.</summary>
+    /// <summary>Checks the run is not disposed and <paramref name="index"/> is within the schedule.</summary>
+    /// <exception cref="InvalidOperationException">Every step of the run has been taken.</exception>
     protected void EnsureNotFinished(int index)
     {
         ThrowIfDisposed();
         if (index >= _timesteps.Length) throw new InvalidOperationException($"All {_timesteps.Length} steps of this run have been taken.");
     }
 
+    /// <summary>Releases the tensors the run keeps (<see cref="Keep"/>); the run cannot step afterwards.</summary>
     public void Dispose()
     {
         if (_disposed) return;

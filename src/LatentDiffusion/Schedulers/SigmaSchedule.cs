@@ -1,4 +1,3 @@
-using LatentDiffusion.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,47 +19,40 @@ internal static class SigmaSchedule
     /// Timesteps and sigmas for <paramref name="steps"/> steps: the model's own sigmas interpolated at the spaced
     /// timesteps, or Karras / exponential sigmas mapped back to fractional timesteps; a final sigma appended.
     /// </summary>
-    public static (double[] Timesteps, float[] Sigmas) Build(JsonConfig config, float[] alphasCumprod, int steps, string finalSigma = "zero", bool configSigmaRange = false, bool logLinear = false, bool hasSpacingKeys = true)
+    public static (double[] Timesteps, float[] Sigmas) Build(NoiseScheduleConfig config, float[] alphasCumprod, int steps, string finalSigma = "zero", bool configSigmaRange = false, bool logLinear = false)
     {
         int T = alphasCumprod.Length;
         var t = NoiseSchedule.SpacedTimesteps(config, T, steps, roundLinspace: false);
         var full = NoiseSchedule.Sigmas(alphasCumprod);
         var logSigmas = NoiseSchedule.LogSigmas(full);
         var sig = logLinear ? LogLinear(full, steps) : t.Select(x => NoiseSchedule.Interp(x, full)).ToArray();
-        // A class without the use_*_sigmas keys (Euler ancestral) ignores them when a model config carries them along.
-        if (!hasSpacingKeys) config = WithoutSpacingKeys(config);
-        RequireOneSpacing(config);
+        // A class without the use_*_sigmas keys (Euler ancestral) reads them as false, whatever a carried model config says.
         double sigmaMin = sig[^1], sigmaMax = sig[0];
         if (configSigmaRange)
         {
-            sigmaMin = config.Double("sigma_min", sigmaMin);
-            sigmaMax = config.Double("sigma_max", sigmaMax);
+            sigmaMin = config.SigmaMin ?? sigmaMin;
+            sigmaMax = config.SigmaMax ?? sigmaMax;
         }
         // The schedule families of popular UIs (SigmaScheduleFamilies): an extension key, never set by the reference.
-        string? family = config.String(SigmaScheduleFamilies.Key, null);
-        if (family is not null)
-            family = SigmaScheduleFamilies.Normalise(family)
-                ?? throw new NotSupportedException($"Config '{config.Source}': schedule '{family}' is not supported (supported: {string.Join(", ", SigmaScheduleFamilies.All)}).");
+        string? family = Family(config);
         if (family is not null && SigmaScheduleFamilies.Custom.Contains(family))
         {
-            if (AlternativeSpacing(config))
-                throw new NotSupportedException($"Config '{config.Source}': schedule '{family}' cannot be combined with use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas.");
             var list = SigmaScheduleFamilies.Build(family, full, steps);
             var custom = list[..^1];
             var ct = custom.Select(x => (double)(float)NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
             return (ct, list);
         }
-        if (config.Bool("use_karras_sigmas", false) || family == "karras")
+        if (config.UseKarrasSigmas || family == "karras")
         {
             sig = NoiseSchedule.Karras(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
-        else if (config.Bool("use_exponential_sigmas", false) || family == "exponential")
+        else if (config.UseExponentialSigmas || family == "exponential")
         {
             sig = Exponential(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
         }
-        else if (config.Bool("use_beta_sigmas", false) || family == "beta")
+        else if (config.UseBetaSigmas || family == "beta")
         {
             sig = BetaSigmas.Build(sigmaMin, sigmaMax, steps);
             t = sig.Select(x => NoiseSchedule.SigmaToT(x, logSigmas)).ToArray();
@@ -81,15 +73,24 @@ internal static class SigmaSchedule
         return s.data<float>().ToArray().Select(v => (double)v).ToArray();
     }
 
-    /// <summary>The config without the three use_*_sigmas keys (as the reference's classes that do not have them).</summary>
-    private static JsonConfig WithoutSpacingKeys(JsonConfig config)
+    /// <summary>
+    /// The config's schedule family (<see cref="NoiseScheduleConfig.ScheduleFamily"/>) normalised, or null; refuses an
+    /// unknown one, and a custom family together with Karras, exponential or beta sigmas.
+    /// </summary>
+    /// <exception cref="NotSupportedException">An unknown family, or one that contradicts the config's sigma spacing.</exception>
+    private static string? Family(NoiseScheduleConfig config)
     {
-        if (!SigmaKeys.Any(k => config.Has(k.Key))) return config;
-        var node = System.Text.Json.Nodes.JsonNode.Parse(config.Root.GetRawText())!.AsObject();
-        foreach (var (key, _) in SigmaKeys) node.Remove(key);
-        using var doc = System.Text.Json.JsonDocument.Parse(node.ToJsonString());
-        return new JsonConfig(doc.RootElement, config.Source);
+        if (config.ScheduleFamily is not { } written) return null;
+        string family = SigmaScheduleFamilies.Normalise(written)
+            ?? throw new NotSupportedException($"Config '{config.Source}': schedule '{written}' is not supported (supported: {string.Join(", ", SigmaScheduleFamilies.All)}).");
+        if (SigmaScheduleFamilies.Custom.Contains(family) && config.AlternativeSpacing)
+            throw new NotSupportedException($"Config '{config.Source}': schedule '{family}' cannot be combined with use_karras_sigmas, use_exponential_sigmas or use_beta_sigmas.");
+        return family;
     }
+
+    /// <summary>Checks, when the scheduler is built, what <see cref="Build"/> reads beyond the typed keys: the schedule family.</summary>
+    /// <exception cref="NotSupportedException">An unknown family, or one that contradicts the config's sigma spacing.</exception>
+    public static void Validate(NoiseScheduleConfig config) => Family(config);
 
     /// <summary>The EDM noise conditioning c_noise = ¼·ln σ of every sigma but the final one, in float32 (the reference's continuous timesteps).</summary>
     public static double[] ContinuousTimesteps(float[] sigmas)
@@ -103,29 +104,11 @@ internal static class SigmaSchedule
     public static double[] Exponential(double sigmaMin, double sigmaMax, int n)
         => NoiseSchedule.Linspace(Math.Log(sigmaMax), Math.Log(sigmaMin), n).Select(Math.Exp).ToArray();
 
-    /// <summary>Refuses more than one alternative spacing at once (as the reference does).</summary>
-    public static void RequireOneSpacing(JsonConfig config)
-    {
-        int chosen = SigmaKeys.Count(k => config.Bool(k.Key, false));
-        if (chosen > 1)
-            throw new NotSupportedException($"Config '{config.Source}': only one of use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas can be true.");
-    }
-
-    /// <summary>Whether the config asks for Karras, exponential or beta sigmas.</summary>
-    public static bool AlternativeSpacing(JsonConfig config) => SigmaKeys.Any(k => config.Bool(k.Key, false));
-
-    /// <summary>Refuses an unknown <c>timestep_spacing</c> and unsupported sigma spacings (<see cref="RequireOneSpacing"/>).</summary>
-    public static void RequireSpacings(JsonConfig config)
-    {
-        config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        RequireOneSpacing(config);
-    }
-
     /// <summary>The reference's init_noise_sigma: the largest sigma, or sqrt(σ_max²+1) for "leading" spacing.</summary>
-    public static double InitNoiseSigma(JsonConfig config, float[] sigmas)
+    public static double InitNoiseSigma(NoiseScheduleConfig config, float[] sigmas)
     {
         float max = sigmas.Max();
-        return config.String("timestep_spacing", "linspace") is "linspace" or "trailing" ? max : MathF.Sqrt(max * max + 1f);
+        return config.TimestepSpacing is null or "linspace" or "trailing" ? max : MathF.Sqrt(max * max + 1f);
     }
 
     /// <summary>x̂₀ from the model output at noise level σ in the k-diffusion parametrisation (float32 coefficients).</summary>

@@ -30,11 +30,11 @@ public sealed class TcdScheduler : DiffusionScheduler
     /// <param name="overrides">Config keys to replace, values as text.</param>
     /// <param name="eta">γ in [0, 1], the stochasticity of every step (a step argument in the reference, default 0.3).</param>
     public TcdScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null, double eta = DefaultEta)
-        : base("TCDScheduler", Defaults, config, overrides, zeroSnrPatchesLast: false)
+        : base("TCDScheduler", Defaults, config, overrides)
     {
         if (!(eta >= 0 && eta <= 1)) throw new ArgumentOutOfRangeException(nameof(eta), eta, "TCDScheduler: eta (gamma) must be in [0, 1].");
         Eta = eta;
-        OriginalSteps = ConsistencySchedule.OriginalSteps(Config, NumTrainTimesteps);
+        OriginalSteps = ConsistencySchedule.OriginalSteps(ConfigReader, NumTrainTimesteps);
     }
 
     /// <summary>γ of every step.</summary>
@@ -43,7 +43,8 @@ public sealed class TcdScheduler : DiffusionScheduler
     /// <summary>The distillation schedule length; inference uses a subset of its timesteps.</summary>
     internal int OriginalSteps { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
         var timesteps = ConsistencySchedule.Timesteps(NumTrainTimesteps, OriginalSteps, inferenceSteps, "TCDScheduler");
         return new Run(this, timesteps, generator);

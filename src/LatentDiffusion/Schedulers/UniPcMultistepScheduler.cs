@@ -22,23 +22,28 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 
     /// <summary>Builds UniPC from a scheduler config (missing keys take UniPC's defaults) and optional overrides.</summary>
     public UniPcMultistepScheduler(JsonConfig? config = null, IReadOnlyDictionary<string, string>? overrides = null)
-        : base("UniPCMultistepScheduler", Defaults, config, overrides, zeroSnrPatchesLast: true, adjust: c =>
-        {
-            // As the reference: DPM-Solver/DEIS solver types carried over by from_config become bh2.
-            if (c["solver_type"]?.GetValue<string>() is "midpoint" or "heun" or "logrho") c["solver_type"] = "bh2";
-        })
+        : base("UniPCMultistepScheduler", Defaults, config, overrides)
     {
-        Config.RequireOneOf("solver_type", "bh1", "bh2");
-        Config.RequireOneOf("solver_p", "null");
-        DpmSolverMath.RefuseFlowSigmas(Config);
-        Config.RequireOneOf("final_sigmas_type", "zero", "sigma_min");
-        Config.RequireOneOf("timestep_spacing", NoiseSchedule.Spacings);
-        SolverOrder = DpmSolverMath.SolverOrder(Config, null);
-        PredictX0 = Config.Bool("predict_x0", true);
-        Bh1 = Config.String("solver_type", "bh2") == "bh1";
-        DisableCorrector = [.. Config.IntArray("disable_corrector") ?? []];
-        SigmaSchedule.RequireOneSpacing(Config);
+        var r = ConfigReader;
+        Bh1 = r.Choice("solver_type", "bh1", "bh2") == "bh1";
+        r.RequireOneOf("solver_p", "null");
+        DpmSolverMath.RefuseFlowSigmas(r);
+        SolverOrder = DpmSolverMath.SolverOrder(r, null);
+        PredictX0 = r.Bool("predict_x0");
+        DisableCorrector = [.. r.IntArray("disable_corrector") ?? []];
+        LowerOrderFinal = r.Bool("lower_order_final");
     }
+
+    private protected override bool ZeroSnrPatchesLast => true;
+
+    // As the reference: DPM-Solver/DEIS solver types carried over by from_config become bh2.
+    private protected override void AdjustConfig(System.Text.Json.Nodes.JsonObject config)
+    {
+        if (config["solver_type"]?.GetValue<string>() is "midpoint" or "heun" or "logrho") config["solver_type"] = "bh2";
+    }
+
+    /// <summary><c>lower_order_final</c>: lower orders at the end of the run.</summary>
+    internal bool LowerOrderFinal { get; }
 
     internal int SolverOrder { get; }
 
@@ -48,11 +53,12 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
 
     internal HashSet<int> DisableCorrector { get; }
 
-    internal override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
+    /// <inheritdoc/>
+    protected override ISchedulerRun CreateRun(int inferenceSteps, torch.Generator? generator)
     {
-        var t = DpmSolverMath.Timesteps(Config, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
-        var (timesteps, sig) = DpmSolverMath.Sigmas(Config, AlphasCumprod, t, roundKarras: true, configSigmaRange: true);
-        float final = Config.String("final_sigmas_type", "zero") == "zero" ? 0f : DpmSolverMath.ScheduleSigmaMin(Config, AlphasCumprod, sig);
+        var t = DpmSolverMath.Timesteps(Schedule, NumTrainTimesteps, NumTrainTimesteps, inferenceSteps);
+        var (timesteps, sig) = DpmSolverMath.Sigmas(Schedule, AlphasCumprod, t, roundKarras: true, configSigmaRange: true);
+        float final = Schedule.FinalSigmasType == "zero" ? 0f : DpmSolverMath.ScheduleSigmaMin(Schedule, AlphasCumprod, sig);
         return new Run(this, timesteps, DpmSolverMath.WithFinal(sig, final));
     }
 
@@ -107,11 +113,11 @@ public sealed class UniPcMultistepScheduler : DiffusionScheduler
             using var scope = torch.NewDisposeScope();
             bool useCorrector = i > 0 && !s.DisableCorrector.Contains(i - 1) && _lastSample is not null;
             var converted = s.PredictX0
-                ? DpmSolverMath.DataPrediction(s.Config, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
+                ? DpmSolverMath.DataPrediction(s.Schedule, s.PredictionType, modelOutput, sample, Sig[i], s.ClassName)
                 : DpmSolverMath.NoisePrediction(s.PredictionType, modelOutput, sample, Sig[i], s.ClassName);
             if (useCorrector) sample = Corrector(i, converted, _lastSample!, _thisOrder);
             PushModelOutput(converted);
-            int order = s.Config.Bool("lower_order_final", true) ? Math.Min(s.SolverOrder, Timesteps.Count - i) : s.SolverOrder;
+            int order = s.LowerOrderFinal ? Math.Min(s.SolverOrder, Timesteps.Count - i) : s.SolverOrder;
             _thisOrder = Math.Min(order, LowerOrderNums + 1);
             var kept = Keep(sample);
             Release(_lastSample);
