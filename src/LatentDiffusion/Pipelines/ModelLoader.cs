@@ -14,7 +14,7 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>Builds a pipeline from what is on disk: a diffusers folder or a single-file checkpoint.</summary>
-internal static class ModelLoader
+internal static partial class ModelLoader
 {
     public static StableDiffusionPipeline Load(string path, PipelineOptions options, CancellationToken ct)
     {
@@ -45,6 +45,7 @@ internal static class ModelLoader
     {
         var index = DiffusersFolder.Open(dir);
         logger.LogInformation("Loading diffusers pipeline {Folder} ({Class})", dir, index.ClassName);
+        if (index.IsStableDiffusionXL) return LoadXlFolder(index, options, device, dtype, vaeDtype, logger, ct);
         var tokenizer = ClipTokenizer.FromDirectory(index.ComponentDirectory("tokenizer"));
         var scheduler = SchedulerRegistry.FromConfig(JsonConfig.Load(index.ComponentFile("scheduler", "scheduler_config.json")));
         string textDir = index.ComponentDirectory("text_encoder"), unetDir = index.ComponentDirectory("unet"), vaeDir = index.ComponentDirectory("vae");
