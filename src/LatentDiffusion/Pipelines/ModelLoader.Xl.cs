@@ -1,6 +1,7 @@
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Formats;
 using LatentDiffusion.Loading;
+using LatentDiffusion.Loading.SingleFile;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
@@ -61,6 +62,57 @@ internal static partial class ModelLoader
             text?.Dispose(); text2?.Dispose(); unet?.Dispose();
             throw;
         }
+    }
+
+    private static StableDiffusionPipeline LoadXlSingleFile(LdmCheckpoint checkpoint, PipelineOptions options, Device device, ScalarType dtype, ScalarType vaeDtype, ILogger logger, CancellationToken ct)
+    {
+        string file = checkpoint.File.Path;
+        bool hasFirst = checkpoint.HasFirstTextEncoder;
+        var (tokenizer, tokenizer2) = XlTokenizers(file, options.ConfigDirectory, hasFirst);
+        var settings = XlSettings(checkpoint.PipelineConfig!);
+        var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
+        // Every config is read, range-checked and compared with the header before any component is built.
+        var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
+        var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
+        string textName = $"text_encoder from '{file}'", text2Name = $"text_encoder_2 from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
+        if (hasFirst) ClipTextModel.CheckWeights(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName);
+        ClipTextModel.CheckWeights(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, text2Name);
+        UNet2DConditionModel.CheckWeights(unetConfig, checkpoint.UNetWeights, unetName);
+        CheckXlWidths(hasFirst ? ClipTextConfig.FromJson(checkpoint.TextEncoderConfig) : null, ClipTextConfig.FromJson(checkpoint.TextEncoder2Config!), unetConfig, settings, file);
+        AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
+        ct.ThrowIfCancellationRequested();
+        ITextEncoder? text = null, text2 = null; IUNet? unet = null;
+        try
+        {
+            if (hasFirst) text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
+            text2 = ClipTextModel.Load(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, device, dtype, text2Name);
+            ct.ThrowIfCancellationRequested();
+            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
+            ct.ThrowIfCancellationRequested();
+            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, XlVaeDtype(vaeConfig, dtype, vaeDtype, logger), vaeName);
+            return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
+        }
+        catch
+        {
+            text?.Dispose(); text2?.Dispose(); unet?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The tokenizers of an SDXL single file, which carries none: the config folder's <c>tokenizer/</c> and
+    /// <c>tokenizer_2/</c>; without a <c>tokenizer_2/</c>, the first tokenizer's vocabulary padded with <c>!</c>, which is
+    /// what SDXL's second tokenizer is.
+    /// </summary>
+    private static (ClipTokenizer? First, ClipTokenizer Second) XlTokenizers(string file, string? configDirectory, bool hasFirst)
+    {
+        var first = ClipTokenizer.ForModel(file, configDirectory);
+        string second = Path.Combine(configDirectory!, "tokenizer_2");
+        if (Directory.Exists(second)) return (hasFirst ? first : null, ClipTokenizer.FromDirectory(second));
+        string vocab = Path.Combine(configDirectory!, "tokenizer", "vocab.json"), merges = Path.Combine(configDirectory!, "tokenizer", "merges.txt");
+        if (!File.Exists(vocab) || !File.Exists(merges))
+            throw new FileNotFoundException($"'{file}' is an SDXL checkpoint: its config folder '{configDirectory}' needs a tokenizer_2/ folder (or tokenizer/vocab.json and merges.txt to build it from).", Path.Combine(configDirectory!, "tokenizer_2"));
+        return (hasFirst ? first : null, ClipTokenizer.FromVocabAndMerges(vocab, merges, padToken: "!"));
     }
 
     /// <summary>The SDXL settings of a <c>model_index.json</c>, with the reference's defaults (base: zeros, no aesthetic score).</summary>

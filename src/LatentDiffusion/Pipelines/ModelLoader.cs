@@ -85,6 +85,7 @@ internal static partial class ModelLoader
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
         ReportUnusedTensors(checkpoint, logger);
+        if (checkpoint.IsStableDiffusionXL) return LoadXlSingleFile(checkpoint, options, device, dtype, vaeDtype, logger, ct);
         var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
         // Every config is read, range-checked and compared with the header before any component is built.

@@ -92,15 +92,15 @@ public static partial class ClipKeyMap
     /// </summary>
     /// <exception cref="InvalidDataException">Two tensors map to one name, a fused projection does not split in three, or the projection is not a matrix.</exception>
     public static Dictionary<string, TensorRef> MapSdxlSecond(SafetensorsFile file, ISet<string> claimed)
-        => MapOpenClip(file, SdxlOpenClipPrefix, claimed, int.MaxValue, withProjection: true);
+        => MapSdxlOpenClip(file, SdxlOpenClipPrefix, claimed);
 
-    /// <summary>Number of residual blocks of SDXL's second text encoder stored in the file.</summary>
-    public static int StoredSdxlSecondLayerCount(SafetensorsFile file)
-    {
-        var pattern = new Regex(@"^conditioner\.embedders\.1\.model\.transformer\.resblocks\.(\d+)\.");
-        return file.Entries.Keys.Select(k => (Key: k, Match: pattern.Match(k))).Where(p => p.Match.Success)
-            .Select(p => KeyIndex.Parse(p.Match.Groups[1].Value, p.Key, file.Path)).DefaultIfEmpty(-1).Max() + 1;
-    }
+    /// <summary>
+    /// As <see cref="MapSdxlSecond(SafetensorsFile, ISet{string})"/> for an OpenCLIP encoder stored under
+    /// <paramref name="prefix"/> (the SDXL refiner keeps its only encoder as <c>conditioner.embedders.0.model.*</c>).
+    /// </summary>
+    /// <exception cref="InvalidDataException">Two tensors map to one name, a fused projection does not split in three, or the projection is not a matrix.</exception>
+    public static Dictionary<string, TensorRef> MapSdxlOpenClip(SafetensorsFile file, string prefix, ISet<string> claimed)
+        => MapOpenClip(file, prefix, claimed, int.MaxValue, withProjection: true);
 
     private static Dictionary<string, TensorRef> MapClip(SafetensorsFile file, string prefix, ISet<string> claimed)
     {
