@@ -54,7 +54,8 @@ internal static partial class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeDir, device, XlVaeDtype(vaeConfig, dtype, vaeDtype, logger), vaeWeights);
+            var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeDir, device, xlVaeDtype, vaeWeights) : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
         }
         catch
@@ -89,7 +90,8 @@ internal static partial class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, XlVaeDtype(vaeConfig, dtype, vaeDtype, logger), vaeName);
+            var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, xlVaeDtype, vaeName) : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
         }
         catch

@@ -70,7 +70,8 @@ internal static partial class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights)
+                : LoadVaeFile(options.VaeFile, AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -104,7 +105,8 @@ internal static partial class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName)
+                : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch

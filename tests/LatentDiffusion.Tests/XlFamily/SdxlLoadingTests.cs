@@ -173,6 +173,33 @@ public class SdxlLoadingTests
     }
 
     [Test]
+    public async Task AStandaloneVaeFileReplacesTheModelsVaeInEitherLayout()
+    {
+        // The original layout, as sdxl_vae.safetensors stores it: the single file's first_stage_model.* without the prefix.
+        string original = Path.Combine(_temp, "sdxl_vae.safetensors");
+        HostileFile.Copy(SingleFile, original, (header, _) =>
+        {
+            foreach (var key in header.Select(p => p.Key).ToList())
+            {
+                var value = header[key]!;
+                header.Remove(key);
+                if (key.StartsWith("first_stage_model.", StringComparison.Ordinal)) header[key["first_stage_model.".Length..]] = value.DeepClone();
+            }
+        });
+        var folder = TinyModels.Get("tiny-sdxl");
+        foreach (var file in new[] { original, Fixtures.PathOf("tiny-sdxl", "vae", "diffusion_pytorch_model.safetensors") })
+        {
+            using var pipeline = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sdxl"), new PipelineOptions { VaeFile = file });
+            AssertSameWeights((nn.Module)pipeline.Vae, (nn.Module)folder.Vae, Path.GetFileName(file));
+        }
+        // A file that is not a VAE of this shape is refused, naming it.
+        var e = Assert.ThrowsAsync<InvalidDataException>(() => StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sdxl"), new PipelineOptions { VaeFile = SingleFile }));
+        Assert.That(e!.Message, Does.Contain("not a VAE file"));
+        e = Assert.ThrowsAsync<InvalidDataException>(() => StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sdxl"), new PipelineOptions { VaeFile = Fixtures.PathOf("tiny-sdxl", "unet", "diffusion_pytorch_model.safetensors") }));
+        Assert.That(e!.Message, Does.Contain("VAE file"));
+    }
+
+    [Test]
     public void ModelInfoNamesTheFamily()
     {
         var folder = ModelInfo.Describe(Fixtures.PathOf("tiny-sdxl"));
