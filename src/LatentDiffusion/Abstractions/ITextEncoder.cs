@@ -25,4 +25,20 @@ public interface ITextEncoder : IDisposable
     /// on <see cref="Device"/> in <see cref="DType"/>.
     /// </summary>
     Tensor Encode(Tensor inputIds, int clipSkip = 0);
+
+    /// <summary>
+    /// Width of <see cref="TextEncoderOutput.Pooled"/>: the <c>projection_dim</c> of an encoder with a text projection
+    /// (<c>CLIPTextModelWithProjection</c>), otherwise <see cref="HiddenSize"/>.
+    /// </summary>
+    int PooledSize => HiddenSize;
+
+    /// <summary>
+    /// The hidden state <paramref name="fromEnd"/> places from the end of the encoder's hidden states, counted as the
+    /// reference's <c>hidden_states[-fromEnd]</c> (1: the last layer's output, 2: the penultimate one, as SDXL uses;
+    /// no final layer norm), and with <paramref name="pooled"/> the pooled output (see <see cref="TextEncoderOutput"/>).
+    /// This default supports encoders that only implement <see cref="Encode"/>: it refuses.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The encoder does not expose its hidden states.</exception>
+    TextEncoderOutput EncodeHiddenStates(Tensor inputIds, int fromEnd, bool pooled)
+        => throw new NotSupportedException($"{GetType().Name} does not expose its hidden states and pooled output, which SDXL needs; implement {nameof(ITextEncoder)}.{nameof(EncodeHiddenStates)}.");
 }

@@ -51,4 +51,27 @@ public interface IUNet : IDisposable
     /// <exception cref="OperationCanceledException">The token was cancelled; nothing the pass allocated is left alive.</exception>
     Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
         => Forward(sample, timestep, encoderHiddenStates, cancellationToken);
+
+    /// <summary>
+    /// The input width of the added conditioning (<see cref="AddedConditions"/>: pooled text width plus the time ids'
+    /// features), or null when the UNet takes none (SD 1.x/2.x). This default: null.
+    /// </summary>
+    int? AddedConditionsWidth => null;
+
+    /// <summary>
+    /// The width of the sinusoidal features of one time id of <see cref="AddedConditions.TimeIds"/>, or null when the UNet
+    /// takes no added conditioning. This default: null.
+    /// </summary>
+    int? AddedTimeIdWidth => null;
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor, CrossAttentionCache?, CancellationToken)"/>, with the conditions a
+    /// UNet with <see cref="AddedConditionsWidth"/> adds to its time embedding (SDXL). This default runs the plain pass
+    /// when <paramref name="addedConditions"/> is null and refuses otherwise.
+    /// </summary>
+    /// <exception cref="NotSupportedException">Added conditions were given to a UNet that takes none.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; nothing the pass allocated is left alive.</exception>
+    Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AddedConditions? addedConditions, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
+        => addedConditions is null ? Forward(sample, timestep, encoderHiddenStates, crossAttentionCache, cancellationToken)
+            : throw new NotSupportedException($"{GetType().Name} takes no added conditions (text embeds and time ids); it is not an SDXL UNet.");
 }

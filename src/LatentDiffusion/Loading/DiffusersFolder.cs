@@ -14,7 +14,22 @@ public sealed class DiffusersFolder
         ["vae"] = ["AutoencoderKL"],
     };
 
-    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
+    private static readonly Dictionary<string, string[]> ExpectedXl = new()
+    {
+        ["text_encoder"] = ["CLIPTextModel"],
+        ["tokenizer"] = ["CLIPTokenizer", "CLIPTokenizerFast"],
+        ["text_encoder_2"] = ["CLIPTextModelWithProjection"],
+        ["tokenizer_2"] = ["CLIPTokenizer", "CLIPTokenizerFast"],
+        ["unet"] = ["UNet2DConditionModel"],
+        ["vae"] = ["AutoencoderKL"],
+    };
+
+    // A refiner has no first text encoder: model_index.json names it [null, null].
+    private static readonly string[] OptionalXl = ["text_encoder", "tokenizer"];
+
+    private static readonly string[] XlPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"];
+
+    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", .. XlPipelines];
 
     private DiffusersFolder(string root, JsonConfig index) { Root = root; Index = index; }
 
@@ -38,16 +53,30 @@ public sealed class DiffusersFolder
         var folder = new DiffusersFolder(root, JsonConfig.Load(indexPath));
         if (!SupportedPipelines.Contains(folder.ClassName))
             throw new NotSupportedException($"'{indexPath}': pipeline class '{folder.ClassName}' is not supported (supported: {string.Join(", ", SupportedPipelines)}).");
-        foreach (var (component, classes) in Expected)
+        foreach (var (component, classes) in folder.IsStableDiffusionXL ? ExpectedXl : Expected)
         {
+            if (folder.IsStableDiffusionXL && OptionalXl.Contains(component) && !folder.HasComponent(component)) continue;
             var entry = folder.Index.StringArray(component);
             if (entry is null || entry.Length != 2)
                 throw new InvalidDataException($"'{indexPath}': component '{component}' is missing (expected [library, class]).");
             if (!classes.Contains(entry[1]))
                 throw new NotSupportedException($"'{indexPath}': component '{component}' is a {entry[1]}; supported: {string.Join(", ", classes)}.");
         }
+        if (folder.IsStableDiffusionXL && folder.HasComponent("text_encoder") != folder.HasComponent("tokenizer"))
+            throw new InvalidDataException($"'{indexPath}': 'text_encoder' and 'tokenizer' must both be given or both be null (a refiner has neither).");
         return folder;
     }
+
+    /// <summary>True for an SDXL pipeline (<c>StableDiffusionXLPipeline</c> or <c>StableDiffusionXLImg2ImgPipeline</c>).</summary>
+    public bool IsStableDiffusionXL => XlPipelines.Contains(ClassName);
+
+    /// <summary>
+    /// True when <c>model_index.json</c> names the component with a class (an SDXL refiner names <c>text_encoder</c> and
+    /// <c>tokenizer</c> <c>[null, null]</c>).
+    /// </summary>
+    public bool HasComponent(string component)
+        => Index.Root.TryGetProperty(component, out var entry) && entry.ValueKind == System.Text.Json.JsonValueKind.Array
+           && entry.EnumerateArray().Any(e => e.ValueKind != System.Text.Json.JsonValueKind.Null);
 
     /// <summary>A component's folder.</summary>
     /// <exception cref="DirectoryNotFoundException">It does not exist.</exception>

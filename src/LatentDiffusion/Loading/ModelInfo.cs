@@ -4,7 +4,7 @@ using LatentDiffusion.Loading.SingleFile;
 namespace LatentDiffusion.Loading;
 
 /// <summary>One component of a model as described by its files.</summary>
-/// <param name="Name">unet, vae or text_encoder.</param>
+/// <param name="Name">unet, vae, text_encoder or (SDXL) text_encoder_2.</param>
 /// <param name="DTypes">The stored dtypes (safetensors names, e.g. F16).</param>
 /// <param name="Parameters">Number of stored values.</param>
 /// <param name="Tensors">Number of stored tensors.</param>
@@ -29,8 +29,9 @@ public sealed record ModelInfo(string Path, string Format, string Architecture, 
             var unet = JsonConfig.Load(folder.ComponentFile("unet", "config.json"));
             var scheduler = JsonConfig.Load(folder.ComponentFile("scheduler", "scheduler_config.json"));
             var components = new List<ComponentInfo>();
-            foreach (var (name, stem) in new[] { ("text_encoder", "model"), ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model") })
+            foreach (var (name, stem) in new[] { ("text_encoder", "model"), ("text_encoder_2", "model"), ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model") })
             {
+                if (!folder.HasComponent(name)) continue;
                 using var file = SafetensorsFile.Open(folder.WeightsFile(name, stem, null, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance));
                 components.Add(Summarize(name, file.Entries.Values));
             }
@@ -39,12 +40,11 @@ public sealed record ModelInfo(string Path, string Format, string Architecture, 
         if (File.Exists(path))
         {
             using var checkpoint = LdmCheckpoint.Open(path, configDirectory);
-            var components = new List<ComponentInfo>
-            {
-                Summarize("text_encoder", checkpoint.TextEncoderWeights.Values.Select(r => r.File.Entries[r.Key])),
-                Summarize("unet", checkpoint.UNetWeights.Values.Select(r => r.File.Entries[r.Key])),
-                Summarize("vae", checkpoint.VaeWeights.Values.Select(r => r.File.Entries[r.Key])),
-            };
+            var components = new List<ComponentInfo>();
+            if (checkpoint.HasFirstTextEncoder) components.Add(Summarize("text_encoder", checkpoint.TextEncoderWeights.Values.Select(r => r.File.Entries[r.Key])));
+            if (checkpoint.TextEncoder2Weights is { } second) components.Add(Summarize("text_encoder_2", second.Values.Select(r => r.File.Entries[r.Key])));
+            components.Add(Summarize("unet", checkpoint.UNetWeights.Values.Select(r => r.File.Entries[r.Key])));
+            components.Add(Summarize("vae", checkpoint.VaeWeights.Values.Select(r => r.File.Entries[r.Key])));
             return new ModelInfo(path, "single-file checkpoint (LDM layout)", Family(checkpoint.UNetConfig),
                 checkpoint.SchedulerConfig.String("prediction_type", "epsilon")!, checkpoint.SchedulerConfig.String("_class_name", "?")!, components);
         }
@@ -59,7 +59,14 @@ public sealed record ModelInfo(string Path, string Format, string Architecture, 
 
     private static string Family(JsonConfig unet)
     {
-        int cross = unet.Int("cross_attention_dim", 0);
+        // SDXL is told by its added conditioning (text embeds and time ids); the refiner's 5 time ids carry an aesthetic score.
+        if (unet.String("addition_embed_type", null) == "text_time")
+        {
+            int added = unet.Int("projection_class_embeddings_input_dim", 0), perId = unet.Int("addition_time_embed_dim", 0);
+            string role = perId > 0 && added == 1280 + 5 * perId ? "refiner" : perId > 0 && added == 1280 + 6 * perId ? "base" : $"projection_class_embeddings_input_dim {added}";
+            return $"Stable Diffusion XL ({role}, cross_attention_dim {CrossAttentionDim(unet)})";
+        }
+        int cross = CrossAttentionDim(unet);
         return cross switch
         {
             768 => "Stable Diffusion 1.x (cross_attention_dim 768)",
@@ -67,6 +74,12 @@ public sealed record ModelInfo(string Path, string Format, string Architecture, 
             _ => $"Stable Diffusion-style UNet (cross_attention_dim {cross}, block_out_channels [{string.Join(", ", unet.IntArray("block_out_channels") ?? [])}])",
         };
     }
+
+    // A per-block list's first entry, or the single value.
+    private static int CrossAttentionDim(JsonConfig unet)
+        => !unet.Root.TryGetProperty("cross_attention_dim", out var v) ? 0
+            : v.ValueKind == System.Text.Json.JsonValueKind.Array ? (v.GetArrayLength() > 0 && v[0].TryGetInt32(out int first) ? first : 0)
+            : unet.Int("cross_attention_dim", 0);
 
     /// <summary>Human-readable lines, as <c>ldm info</c> prints them.</summary>
     public IEnumerable<string> Lines()

@@ -91,4 +91,61 @@ public sealed record GenerationOptions
 
     /// <summary>Called after each step; can read or replace the latents.</summary>
     public StepCallback? OnStep { get; init; }
+
+    /// <summary>SDXL: the prompt for the second text encoder (the reference's <c>prompt_2</c>); null or empty uses the prompt.</summary>
+    public string? Prompt2 { get; init; }
+
+    /// <summary>SDXL: the negative prompt for the second text encoder (<c>negative_prompt_2</c>); null or empty uses <see cref="NegativePrompt"/>.</summary>
+    public string? NegativePrompt2 { get; init; }
+
+    /// <summary>
+    /// SDXL: ready pooled prompt embeddings <c>[batch, width]</c> (the reference's <c>pooled_prompt_embeds</c>), required
+    /// with <see cref="PromptEmbeddings"/> on an SDXL model.
+    /// </summary>
+    public Tensor? PooledPromptEmbeddings { get; init; }
+
+    /// <summary>SDXL: ready negative pooled prompt embeddings, used with <see cref="NegativePromptEmbeddings"/>.</summary>
+    public Tensor? NegativePooledPromptEmbeddings { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the size (height, width) the image is said to come from; null for the image's own size.</summary>
+    public (int Height, int Width)? OriginalSize { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the top-left corner (top, left) of the crop the image is said to be; null for (0, 0).</summary>
+    public (int Top, int Left)? CropsCoordsTopLeft { get; init; }
+
+    /// <summary>SDXL micro-conditioning: the size (height, width) asked for; null for the image's own size.</summary>
+    public (int Height, int Width)? TargetSize { get; init; }
+
+    /// <summary>
+    /// SDXL: <see cref="OriginalSize"/> for the unconditional half of guidance (<c>negative_original_size</c>). Text to image
+    /// uses the negative values only when both this and <see cref="NegativeTargetSize"/> are given, as the reference does.
+    /// </summary>
+    public (int Height, int Width)? NegativeOriginalSize { get; init; }
+
+    /// <summary>SDXL: <see cref="CropsCoordsTopLeft"/> for the unconditional half (<c>negative_crops_coords_top_left</c>); null for (0, 0).</summary>
+    public (int Top, int Left)? NegativeCropsCoordsTopLeft { get; init; }
+
+    /// <summary>SDXL: <see cref="TargetSize"/> for the unconditional half (<c>negative_target_size</c>).</summary>
+    public (int Height, int Width)? NegativeTargetSize { get; init; }
+
+    /// <summary>SDXL refiner (<c>requires_aesthetics_score</c>): the aesthetic score conditioned on. Default 6.</summary>
+    public double AestheticScore { get; init; } = 6.0;
+
+    /// <summary>SDXL refiner: the aesthetic score of the unconditional half. Default 2.5.</summary>
+    public double NegativeAestheticScore { get; init; } = 2.5;
+
+    /// <summary>
+    /// Stop denoising at this fraction of the schedule, in (0, 1) (the reference's <c>denoising_end</c>): the steps whose
+    /// timestep is below <c>round(T - DenoisingEnd·T)</c> are left out. With <see cref="ReturnLatents"/> the latents are
+    /// handed to a second model (an SDXL refiner) run with the same value as <see cref="DenoisingStart"/>.
+    /// </summary>
+    public double? DenoisingEnd { get; init; }
+
+    /// <summary>
+    /// Image-to-image: start denoising at this fraction of the schedule, in (0, 1) (the reference's
+    /// <c>denoising_start</c>), ignoring <see cref="Strength"/> and adding no noise: the start is taken as already noised to
+    /// that point. The start is the <see cref="InitImage"/> (encoded), or <see cref="Latents"/> returned by a first model
+    /// run with the same value as <see cref="DenoisingEnd"/> (the ensemble of expert denoisers).
+    /// </summary>
+    public double? DenoisingStart { get; init; }
 }

@@ -14,7 +14,7 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>Builds a pipeline from what is on disk: a diffusers folder or a single-file checkpoint.</summary>
-internal static class ModelLoader
+internal static partial class ModelLoader
 {
     public static StableDiffusionPipeline Load(string path, PipelineOptions options, CancellationToken ct)
     {
@@ -45,6 +45,7 @@ internal static class ModelLoader
     {
         var index = DiffusersFolder.Open(dir);
         logger.LogInformation("Loading diffusers pipeline {Folder} ({Class})", dir, index.ClassName);
+        if (index.IsStableDiffusionXL) return LoadXlFolder(index, options, device, dtype, vaeDtype, logger, ct);
         var tokenizer = ClipTokenizer.FromDirectory(index.ComponentDirectory("tokenizer"));
         var scheduler = SchedulerRegistry.FromConfig(JsonConfig.Load(index.ComponentFile("scheduler", "scheduler_config.json")));
         string textDir = index.ComponentDirectory("text_encoder"), unetDir = index.ComponentDirectory("unet"), vaeDir = index.ComponentDirectory("vae");
@@ -69,7 +70,8 @@ internal static class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights)
+                : LoadVaeFile(options.VaeFile, AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -84,6 +86,7 @@ internal static class ModelLoader
         using var checkpoint = LdmCheckpoint.Open(file, options.ConfigDirectory);
         logger.LogInformation("Loading single-file checkpoint {File}", file);
         ReportUnusedTensors(checkpoint, logger);
+        if (checkpoint.IsStableDiffusionXL) return LoadXlSingleFile(checkpoint, options, device, dtype, vaeDtype, logger, ct);
         var tokenizer = SingleFileTokenizers.Load(file, checkpoint.TextEncoderLayout, options, logger, ct);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
         // Every config is read, range-checked and compared with the header before any component is built.
@@ -102,7 +105,8 @@ internal static class ModelLoader
             ct.ThrowIfCancellationRequested();
             unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
+            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName)
+                : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch

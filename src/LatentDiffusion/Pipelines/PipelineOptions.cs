@@ -50,4 +50,12 @@ public sealed record PipelineOptions
     /// mode); null: from the environment (<c>HF_HUB_CACHE</c>, <c>HF_ENDPOINT</c>, <c>HF_TOKEN</c>, <c>HF_HUB_OFFLINE</c>).
     /// </summary>
     public ModelHubOptions? Hub { get; init; }
+
+    /// <summary>
+    /// A standalone VAE weights file to use instead of the model's own VAE, read with the model's VAE config: diffusers
+    /// names (a <c>vae/diffusion_pytorch_model.safetensors</c>) or the original layout (<c>encoder.down.0...</c>, as
+    /// <c>sdxl_vae.safetensors</c> and the <c>vae-ft-mse</c> downloads store it, with or without <c>first_stage_model.</c>).
+    /// Null keeps the model's.
+    /// </summary>
+    public string? VaeFile { get; init; }
 }

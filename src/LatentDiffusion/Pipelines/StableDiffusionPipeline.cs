@@ -16,14 +16,14 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>
-/// Stable Diffusion 1.x/2.x: text-to-image and image-to-image with classifier-free guidance, step for step as the
+/// Stable Diffusion 1.x/2.x and SDXL (see <c>StableDiffusionPipeline.Xl.cs</c>): text-to-image and image-to-image with classifier-free guidance, step for step as the
 /// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
 /// One instance serves any number of sequential or concurrent generations: all per-generation state lives in the
 /// scheduler run and the generation's own tensors. Disposing it while generations run stops them at their next check
 /// (between UNet and VAE blocks) with <see cref="ObjectDisposedException"/> and frees the weights only after the last
 /// has ended.
 /// </summary>
-public sealed class StableDiffusionPipeline : IPipeline
+public sealed partial class StableDiffusionPipeline : IPipeline
 {
     /// <summary>The largest image side accepted, in pixels.</summary>
     public const int MaxImageSide = 4096;
@@ -155,7 +155,7 @@ public sealed class StableDiffusionPipeline : IPipeline
 
         // 1. The context: [negative; positive] when guiding, as one batch.
         cancellationToken.ThrowIfCancellationRequested();
-        var context = EncodeContext(prompt, options, perPrompt, guidance, dtype, device);
+        var (context, added) = EncodeConditioning(prompt, options, perPrompt, guidance, dtype, device);
         finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
         var textEncoding = clock.Elapsed;
 
@@ -165,7 +165,12 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (generators.PerImage && run is SchedulerRun perImageRun) perImageRun.UsePerImageGenerators(generators.Generators);
         IReadOnlyList<double> timesteps = run.Timesteps;
         Tensor latents;
-        if (initImage is null)
+        if (options.DenoisingStart is not null)
+        {
+            (timesteps, latents) = PrepareFromDenoisingStart(options, initImage, perPrompt, device, dtype, generators, run, cancellationToken);
+            finite.Record("the start latents", latents);
+        }
+        else if (initImage is null)
         {
             latents = PrepareLatents(options, perPrompt, device, dtype, generators, run);
             finite.Record(options.Latents is null ? "the initial noise" : "the given latents", latents);
@@ -176,6 +181,7 @@ public sealed class StableDiffusionPipeline : IPipeline
             latents = PrepareImageLatents(options, initImage, perPrompt, device, dtype, generators, run, timesteps, cancellationToken);
             finite.Record("the VAE encoder (the init image's latents)", latents);
         }
+        timesteps = UntilDenoisingEnd(timesteps, options);
 
         // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
         // keys and values are projected once for the whole generation.
@@ -190,7 +196,7 @@ public sealed class StableDiffusionPipeline : IPipeline
             {
                 var modelInput = guidance ? cat([latents, latents], 0) : latents;
                 var scaled = run.ScaleModelInput(modelInput, t);
-                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context, kvCache, cancellationToken);
+                var noisePred = UNet.Forward(scaled, deviceTimesteps[i], context, added, kvCache, cancellationToken);
                 finite.Record($"the UNet at step {i + 1} of {timesteps.Count}", noisePred);
                 if (guidance)
                 {
@@ -356,7 +362,7 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (init is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, "Strength must be in [0, 1].");
         // The reference keeps int(steps · strength) steps (Img2ImgSchedule.ForStrength) and raises an error when none is left.
-        if (init is not null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
+        if (init is not null && o.DenoisingStart is null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, NoStepsLeftMessage(o.Steps, o.Strength));
         if (init is not null && o.Latents is not null) throw new ArgumentException("Latents cannot be given together with an InitImage.");
         if (init is { } img && (img.Width < 8 || img.Height < 8))
@@ -367,6 +373,7 @@ public sealed class StableDiffusionPipeline : IPipeline
                 throw new ArgumentException($"Generators has {gens.Count} generator(s); it needs one per image (ImagesPerPrompt = {o.ImagesPerPrompt}).", nameof(o.Generators));
             if (gens.Any(g => g is null)) throw new ArgumentException("Generators contains null.", nameof(o.Generators));
         }
+        ValidateXl(prompt, o);
         var (w, h) = Size(o);
         foreach (var (name, v) in new[] { ("Width", w), ("Height", h) })
         {
@@ -415,6 +422,7 @@ public sealed class StableDiffusionPipeline : IPipeline
     {
         if (!_ownsComponents) return;
         TextEncoder.Dispose();
+        if (TextEncoder2 is not null && !ReferenceEquals(TextEncoder2, TextEncoder)) TextEncoder2.Dispose();
         UNet.Dispose();
         Vae.Dispose();
     }

@@ -29,10 +29,19 @@ internal sealed class ClipEncoder : nn.Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, int layerCount)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(layerCount, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(layerCount, _layers.Count);
+        return Forward(x, 0, layerCount);
+    }
+
+    /// <summary>Runs layers <paramref name="start"/> to <paramref name="end"/> (exclusive) on <paramref name="x"/>; no layer returns <paramref name="x"/>'s copy.</summary>
+    public Tensor Forward(Tensor x, int start, int end)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(start, 0);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(end, _layers.Count);
+        ArgumentOutOfRangeException.ThrowIfLessThan(end, start);
         using var scope = NewDisposeScope();
-        var h = _layers[0].forward(x);
-        for (int i = 1; i < layerCount; i++) h = _layers[i].forward(h);
+        var h = x;
+        for (int i = start; i < end; i++) h = _layers[i].forward(h);
+        if (ReferenceEquals(h, x)) h = x.alias();
         return h.MoveToOuterDisposeScope();
     }
 }

@@ -28,6 +28,19 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
     public int HeadDim => HiddenSize / NumAttentionHeads;
 
     /// <summary>
+    /// Output width of the <c>text_projection</c> of a <c>CLIPTextModelWithProjection</c> (SDXL's second encoder), or
+    /// null for a plain <c>CLIPTextModel</c>, which has none. Read from <c>projection_dim</c> when <c>architectures</c>
+    /// names <c>CLIPTextModelWithProjection</c>.
+    /// </summary>
+    public int? ProjectionDim { get; init; }
+
+    /// <summary>
+    /// The end token id the pooled output is taken at (<c>eos_token_id</c>, reference default 49407). The value 2, which
+    /// the public SD and SDXL configs carry, selects the reference's legacy rule: the position of the highest id.
+    /// </summary>
+    public int EosTokenId { get; init; } = 49407;
+
+    /// <summary>
     /// Reads the config. The sizes that fix the weights' shapes are required; <c>max_position_embeddings</c>,
     /// <c>layer_norm_eps</c> and <c>hidden_act</c> default as in the reference.
     /// </summary>
@@ -49,7 +62,13 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
             NumHiddenLayers: Required(config, "num_hidden_layers", ModelLimits.MaxLayers),
             MaxPositionEmbeddings: ModelLimits.Check(config.Source, "max_position_embeddings", Positive(config, "max_position_embeddings", config.Int("max_position_embeddings", 77)), 1, ModelLimits.MaxPositions),
             LayerNormEps: config.Double("layer_norm_eps", 1e-5),
-            HiddenAct: config.String("hidden_act", "quick_gelu") == "gelu" ? ClipActivation.Gelu : ClipActivation.QuickGelu);
+            HiddenAct: config.String("hidden_act", "quick_gelu") == "gelu" ? ClipActivation.Gelu : ClipActivation.QuickGelu)
+        {
+            EosTokenId = config.Int("eos_token_id", 49407),
+            ProjectionDim = (config.StringArray("architectures") ?? []).Contains("CLIPTextModelWithProjection")
+                ? ModelLimits.Check(config.Source, "projection_dim", Positive(config, "projection_dim", config.Int("projection_dim", 512)), 1, ModelLimits.MaxChannels)
+                : null,
+        };
         if (result.HiddenSize % result.NumAttentionHeads != 0)
             throw new InvalidDataException($"Config '{config.Source}': hidden_size {result.HiddenSize} is not divisible by num_attention_heads {result.NumAttentionHeads}.");
         ModelLimits.PositiveFinite(config.Source, "layer_norm_eps", result.LayerNormEps);
@@ -67,7 +86,7 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
     public System.Text.Json.Nodes.JsonObject ToJson(int bosTokenId = 49406, int eosTokenId = 49407, int padTokenId = 49407, string dtype = "float32")
         => new()
         {
-            ["architectures"] = new System.Text.Json.Nodes.JsonArray("CLIPTextModel"),
+            ["architectures"] = new System.Text.Json.Nodes.JsonArray(ProjectionDim is null ? "CLIPTextModel" : "CLIPTextModelWithProjection"),
             ["attention_dropout"] = 0.0,
             ["bos_token_id"] = bosTokenId,
             ["dropout"] = 0.0,
@@ -83,7 +102,7 @@ public sealed record ClipTextConfig(int VocabSize, int HiddenSize, int Intermedi
             ["num_attention_heads"] = NumAttentionHeads,
             ["num_hidden_layers"] = NumHiddenLayers,
             ["pad_token_id"] = padTokenId,
-            ["projection_dim"] = HiddenSize,
+            ["projection_dim"] = ProjectionDim ?? HiddenSize,
             ["torch_dtype"] = dtype,
             ["vocab_size"] = VocabSize,
         };

@@ -10,7 +10,8 @@ namespace LatentDiffusion.Text;
 /// The CLIP text transformer of Stable Diffusion (transformers' <c>CLIPTextModel</c>): token and position embeddings,
 /// pre-norm causal transformer layers, and a final layer norm. Parameter names are the reference's without the
 /// <c>text_model.</c> prefix (<c>embeddings.token_embedding.weight</c>, <c>encoder.layers.0.self_attn.q_proj.weight</c>,
-/// <c>final_layer_norm.weight</c>, ...).
+/// <c>final_layer_norm.weight</c>, ...). With a <see cref="ClipTextConfig.ProjectionDim"/> it is transformers'
+/// <c>CLIPTextModelWithProjection</c> (SDXL's second encoder): the same, plus <c>text_projection.weight</c>.
 /// </summary>
 public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
 {
@@ -26,6 +27,7 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
     private readonly ClipTextEmbeddings _embeddings;
     private readonly ClipEncoder _encoder;
     private readonly LayerNorm _finalLayerNorm;
+    private readonly Linear? _textProjection;
 
     /// <summary>The architecture.</summary>
     public ClipTextConfig Config { get; }
@@ -35,6 +37,9 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
 
     /// <inheritdoc/>
     public int MaxPositions => Config.MaxPositionEmbeddings;
+
+    /// <inheritdoc/>
+    public int PooledSize => Config.ProjectionDim ?? Config.HiddenSize;
 
     /// <inheritdoc/>
     public Device Device { get; }
@@ -55,6 +60,11 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         register_module("embeddings", _embeddings);
         register_module("encoder", _encoder);
         register_module("final_layer_norm", _finalLayerNorm);
+        if (config.ProjectionDim is int projection)
+        {
+            _textProjection = nn.Linear(config.HiddenSize, projection, hasBias: false, device: device, dtype: dtype);
+            register_module("text_projection", _textProjection);
+        }
     }
 
     /// <summary>
@@ -130,6 +140,46 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         ArgumentNullException.ThrowIfNull(inputIds);
         if (clipSkip < 0 || clipSkip > Config.NumHiddenLayers)
             throw new ArgumentOutOfRangeException(nameof(clipSkip), clipSkip, $"clip skip must be between 0 and the number of layers ({Config.NumHiddenLayers}).");
+        using var scope = NewDisposeScope();
+        var h = Embed(inputIds);
+        int layers = Config.NumHiddenLayers - clipSkip;
+        if (layers > 0) h = _encoder.Forward(h, layers);
+        return _finalLayerNorm.forward(h).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The pooled output is taken at each row's end token: with <see cref="ClipTextConfig.EosTokenId"/> 2 (the
+    /// public SD/SDXL configs) at the highest id, as the reference's legacy rule does, otherwise at the first
+    /// <c>eos_token_id</c>.</remarks>
+    /// <exception cref="ArgumentException">The ids are invalid (as for <see cref="Encode"/>).</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="fromEnd"/> is not between 1 and the number of layers + 1.</exception>
+    public TextEncoderOutput EncodeHiddenStates(Tensor inputIds, int fromEnd, bool pooled)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (fromEnd < 1 || fromEnd > Config.NumHiddenLayers + 1)
+            throw new ArgumentOutOfRangeException(nameof(fromEnd), fromEnd, $"the hidden state from the end must be between 1 and the number of layers + 1 ({Config.NumHiddenLayers + 1}).");
+        using var scope = NewDisposeScope();
+        var embedded = Embed(inputIds);
+        int until = Config.NumHiddenLayers + 1 - fromEnd;
+        var hidden = _encoder.Forward(embedded, 0, until);
+        Tensor? pooledOutput = null;
+        if (pooled)
+        {
+            var last = _encoder.Forward(hidden, until, Config.NumHiddenLayers);
+            var normed = _finalLayerNorm.forward(last);
+            var ids = inputIds.to(ScalarType.Int64, Device);
+            var positions = Config.EosTokenId == 2 ? ids.argmax(-1) : ids.eq(Config.EosTokenId).to(ScalarType.Int32).argmax(-1);
+            var rows = arange(ids.shape[0], dtype: ScalarType.Int64, device: Device);
+            pooledOutput = normed[rows, positions];
+            if (_textProjection is not null) pooledOutput = _textProjection.forward(pooledOutput);
+            pooledOutput = pooledOutput.MoveToOuterDisposeScope();
+        }
+        return new TextEncoderOutput(hidden.MoveToOuterDisposeScope(), pooledOutput);
+    }
+
+    /// <summary>Checks the ids and returns their token plus position embeddings.</summary>
+    private Tensor Embed(Tensor inputIds)
+    {
         if (inputIds.dim() != 2)
             throw new ArgumentException($"Token ids must be [batch, positions]; got [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
         if (inputIds.dtype is not (ScalarType.Int64 or ScalarType.Int32 or ScalarType.Int16 or ScalarType.Int8 or ScalarType.Byte))
@@ -145,9 +195,6 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
             if (min < 0 || max >= Config.VocabSize)
                 throw new ArgumentException($"Token ids must be in [0, {Config.VocabSize}); got values from {min} to {max}.", nameof(inputIds));
         }
-        var h = _embeddings.forward(ids);
-        int layers = Config.NumHiddenLayers - clipSkip;
-        if (layers > 0) h = _encoder.Forward(h, layers);
-        return _finalLayerNorm.forward(h).MoveToOuterDisposeScope();
+        return _embeddings.forward(ids).MoveToOuterDisposeScope();
     }
 }

@@ -104,6 +104,22 @@ public sealed record UNet2DConditionConfig
     /// <summary>Width of an extra condition added to the timestep features (guidance embedding of distilled models), or null (<c>time_cond_proj_dim</c>).</summary>
     public int? TimeCondProjDim { get; init; }
 
+    /// <summary>
+    /// Added conditioning of the time embedding (<c>addition_embed_type</c>): null for none (SD 1.x/2.x), or
+    /// <c>"text_time"</c> (SDXL: the pooled text embedding and the micro-conditioning time ids, see
+    /// <see cref="AdditionTimeEmbedDim"/>).
+    /// </summary>
+    public string? AdditionEmbedType { get; init; }
+
+    /// <summary>With <c>"text_time"</c>: width of the sinusoidal features of each time id (<c>addition_time_embed_dim</c>).</summary>
+    public int? AdditionTimeEmbedDim { get; init; }
+
+    /// <summary>
+    /// With <c>"text_time"</c>: input width of the added embedding, the pooled text width plus the number of time ids times
+    /// <see cref="AdditionTimeEmbedDim"/> (<c>projection_class_embeddings_input_dim</c>; 2816 = 1280 + 6 × 256 for SDXL base).
+    /// </summary>
+    public int? ProjectionClassEmbeddingsInputDim { get; init; }
+
     /// <summary>Number of resolution levels.</summary>
     public int BlockCount => BlockOutChannels.Count;
 
@@ -126,7 +142,7 @@ public sealed record UNet2DConditionConfig
         c.RequireOneOf("class_embed_type", "null");
         c.RequireOneOf("num_class_embeds", "null");
         c.RequireOneOf("class_embeddings_concat", "false");
-        c.RequireOneOf("addition_embed_type", "null");
+        c.RequireOneOf("addition_embed_type", "null", "text_time");
         c.RequireOneOf("encoder_hid_dim", "null");
         c.RequireOneOf("encoder_hid_dim_type", "null");
         c.RequireOneOf("dual_cross_attention", "false");
@@ -144,7 +160,7 @@ public sealed record UNet2DConditionConfig
         // Keys read by the reference only for block types refused below (ResnetDownsampleBlock2D, SimpleCrossAttn*),
         // only with the conditioning refused above, or only in training (dropout), so they do not change this model:
         // resnet_skip_time_act, resnet_out_scale_factor, cross_attention_norm, mid_block_only_cross_attention,
-        // addition_embed_type_num_heads, addition_time_embed_dim, projection_class_embeddings_input_dim, dropout.
+        // addition_embed_type_num_heads, dropout.
 
         var defaults = new UNet2DConditionConfig();
         var down = c.StringArray("down_block_types") ?? [.. defaults.DownBlockTypes];
@@ -188,6 +204,9 @@ public sealed record UNet2DConditionConfig
             TimeEmbeddingActFn = c.String("time_embedding_act_fn", null),
             TimestepPostAct = c.String("timestep_post_act", null),
             TimeCondProjDim = c.Has("time_cond_proj_dim") ? c.Int("time_cond_proj_dim", 0) : null,
+            AdditionEmbedType = c.String("addition_embed_type", null),
+            AdditionTimeEmbedDim = c.Has("addition_time_embed_dim") ? c.Int("addition_time_embed_dim", 0) : null,
+            ProjectionClassEmbeddingsInputDim = c.Has("projection_class_embeddings_input_dim") ? c.Int("projection_class_embeddings_input_dim", 0) : null,
         };
         config.Validate(c.Source);
         return config;
@@ -208,9 +227,9 @@ public sealed record UNet2DConditionConfig
             ["_class_name"] = "UNet2DConditionModel",
             ["_diffusers_version"] = ConfigJson.DiffusersVersion,
             ["act_fn"] = ActFn,
-            ["addition_embed_type"] = null,
+            ["addition_embed_type"] = AdditionEmbedType,
             ["addition_embed_type_num_heads"] = 64,
-            ["addition_time_embed_dim"] = null,
+            ["addition_time_embed_dim"] = AdditionTimeEmbedDim,
             ["attention_head_dim"] = PerBlock(AttentionHeads),
             ["attention_type"] = "default",
             ["block_out_channels"] = List(BlockOutChannels),
@@ -240,7 +259,7 @@ public sealed record UNet2DConditionConfig
             ["num_class_embeds"] = null,
             ["only_cross_attention"] = PerBlock(OnlyCrossAttention),
             ["out_channels"] = OutChannels,
-            ["projection_class_embeddings_input_dim"] = null,
+            ["projection_class_embeddings_input_dim"] = ProjectionClassEmbeddingsInputDim,
             ["resnet_out_scale_factor"] = 1.0,
             ["resnet_skip_time_act"] = false,
             ["resnet_time_scale_shift"] = "default",
@@ -326,6 +345,17 @@ public sealed record UNet2DConditionConfig
         Need(ConvInKernel % 2 == 1 && ConvOutKernel % 2 == 1, "'conv_in_kernel' and 'conv_out_kernel' must be odd.");
         Need(TimeEmbedDim > 0, "'time_embedding_dim' must be positive.");
         Need(TimeCondProjDim is null or > 0, "'time_cond_proj_dim' must be positive.");
+        if (AdditionEmbedType is not null and not "text_time")
+            throw new NotSupportedException($"Config '{source}': 'addition_embed_type' = \"{AdditionEmbedType}\" is not supported (supported: text_time, null).");
+        if (AdditionEmbedType == "text_time")
+        {
+            Need(AdditionTimeEmbedDim is not null, "'addition_embed_type' is \"text_time\" but 'addition_time_embed_dim' is missing (SDXL: 256).");
+            Need(ProjectionClassEmbeddingsInputDim is not null, "'addition_embed_type' is \"text_time\" but 'projection_class_embeddings_input_dim' is missing (SDXL base: 2816 = 1280 + 6 x 256).");
+            ModelLimits.Check(source, "addition_time_embed_dim", AdditionTimeEmbedDim!.Value, 1, ModelLimits.MaxChannels);
+            ModelLimits.Check(source, "projection_class_embeddings_input_dim", ProjectionClassEmbeddingsInputDim!.Value, 1, ModelLimits.MaxFeedForward);
+            Need(ProjectionClassEmbeddingsInputDim > AdditionTimeEmbedDim,
+                $"'projection_class_embeddings_input_dim' ({ProjectionClassEmbeddingsInputDim}) must exceed 'addition_time_embed_dim' ({AdditionTimeEmbedDim}): it is the pooled text width plus the time ids' features.");
+        }
         foreach (var t in DownBlockTypes)
             if (!SupportedDownBlockTypes.Contains(t)) throw new NotSupportedException($"Config '{source}': down block type \"{t}\" is not supported (supported: {string.Join(", ", SupportedDownBlockTypes)}).");
         foreach (var t in UpBlockTypes)

@@ -9,8 +9,10 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.UNet;
 
 /// <summary>
-/// The text-conditioned denoising UNet of Stable Diffusion 1.x/2.x (diffusers' <c>UNet2DConditionModel</c>), built
-/// from its <c>config.json</c>, with parameters named exactly as the diffusers state dict.
+/// The text-conditioned denoising UNet of Stable Diffusion 1.x/2.x and SDXL (diffusers' <c>UNet2DConditionModel</c>),
+/// built from its <c>config.json</c>, with parameters named exactly as the diffusers state dict. SDXL's UNet is this one
+/// with <c>addition_embed_type: "text_time"</c> (<c>add_time_proj</c> and <c>add_embedding</c>, fed by
+/// <see cref="AddedConditions"/>), per-block transformer depths and head counts, and linear projections.
 /// </summary>
 public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>, IUNet
 {
@@ -24,6 +26,8 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     private readonly Timesteps _timeProj;
     private readonly TimestepEmbedding _timeEmbedding;
     private readonly Func<Tensor, Tensor>? _timeEmbedAct;
+    private readonly Timesteps? _addTimeProj;
+    private readonly TimestepEmbedding? _addEmbedding;
     private readonly UNetDownBlock[] _downBlocks;
     private readonly UNetMidBlock2DCrossAttn? _midBlock;
     private readonly UNetUpBlock[] _upBlocks;
@@ -46,6 +50,12 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
     /// <inheritdoc/>
     public int CrossAttentionDim => Config.CrossAttentionDim[0];
+
+    /// <inheritdoc/>
+    public int? AddedConditionsWidth => Config.AdditionEmbedType == "text_time" ? Config.ProjectionClassEmbeddingsInputDim : null;
+
+    /// <inheritdoc/>
+    public int? AddedTimeIdWidth => Config.AdditionEmbedType == "text_time" ? Config.AdditionTimeEmbedDim : null;
 
     /// <inheritdoc/>
     public Device Device { get; }
@@ -91,6 +101,15 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         _timeEmbedding = new TimestepEmbedding(channels[0], tembDim, config.ActFn, config.TimestepPostAct, config.TimeCondProjDim, device, dtype);
         register_module("time_embedding", _timeEmbedding);
         _timeEmbedAct = config.TimeEmbeddingActFn is null ? null : Activation.InPlace(config.TimeEmbeddingActFn);
+        if (config.AdditionEmbedType == "text_time")
+        {
+            // SDXL: each time id gets sinusoidal features like the timestep; with the pooled text they go through an MLP
+            // (always SiLU, whatever act_fn says) whose output is added to the time embedding.
+            _addTimeProj = new Timesteps(config.AdditionTimeEmbedDim!.Value, config.FlipSinToCos, config.FreqShift, device);
+            register_module("add_time_proj", _addTimeProj);
+            _addEmbedding = new TimestepEmbedding(config.ProjectionClassEmbeddingsInputDim!.Value, tembDim, "silu", null, null, device, dtype);
+            register_module("add_embedding", _addEmbedding);
+        }
 
         _downBlocks = new UNetDownBlock[n];
         int outputChannel = channels[0];
@@ -236,24 +255,43 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
     {
         using var noGrad = no_grad();
-        return Run(sample, timestep, encoderHiddenStates, timestepCond, crossAttentionCache, cancellationToken);
+        return Run(sample, timestep, encoderHiddenStates, timestepCond, null, crossAttentionCache, cancellationToken);
+    }
+
+    /// <summary>
+    /// As <see cref="Forward(Tensor, Tensor, Tensor, Tensor?, CrossAttentionCache?, CancellationToken)"/>, with SDXL's
+    /// <paramref name="addedConditions"/> (required when the config's <c>addition_embed_type</c> is <c>"text_time"</c>,
+    /// refused otherwise): the time ids' sinusoidal features and the pooled text embedding, through <c>add_embedding</c>,
+    /// are added to the time embedding.
+    /// </summary>
+    /// <exception cref="ArgumentException">Added conditions are missing, unexpected, or of the wrong shape (the message says which).</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the tensors the pass allocated are released.</exception>
+    public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AddedConditions? addedConditions, Tensor? timestepCond,
+        CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
+    {
+        using var noGrad = no_grad();
+        return Run(sample, timestep, encoderHiddenStates, timestepCond, addedConditions, crossAttentionCache, cancellationToken);
     }
 
     /// <inheritdoc/>
+    Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AddedConditions? addedConditions, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
+        => Forward(sample, timestep, encoderHiddenStates, addedConditions, null, crossAttentionCache, cancellationToken);
+
+    /// <inheritdoc/>
     Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CancellationToken cancellationToken)
-        => Forward(sample, timestep, encoderHiddenStates, null, null, cancellationToken);
+        => Forward(sample, timestep, encoderHiddenStates, (Tensor?)null, null, cancellationToken);
 
     /// <inheritdoc/>
     Tensor IUNet.Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
-        => Forward(sample, timestep, encoderHiddenStates, null, crossAttentionCache, cancellationToken);
+        => Forward(sample, timestep, encoderHiddenStates, (Tensor?)null, crossAttentionCache, cancellationToken);
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null, null, CancellationToken.None);
+    public override Tensor forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => Run(sample, timestep, encoderHiddenStates, null, null, null, CancellationToken.None);
 
     /// <summary>Told the name of each block (<c>down_blocks.0</c>, <c>mid_block</c>, <c>up_blocks.1</c>) as it finishes; for tests.</summary>
     internal Action<string>? BlockFinished { get; set; }
 
-    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, CrossAttentionCache? cache, CancellationToken cancellationToken)
+    private Tensor Run(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? timestepCond, AddedConditions? added, CrossAttentionCache? cache, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         ArgumentNullException.ThrowIfNull(sample);
@@ -266,6 +304,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             throw new ArgumentException($"encoderHiddenStates must be [batch, tokens, {CrossAttentionDim}], got [{string.Join(", ", encoderHiddenStates.shape)}].", nameof(encoderHiddenStates));
         if (timestep.dim() > 1 || (timestep.dim() == 1 && timestep.shape[0] != 1 && timestep.shape[0] != batch))
             throw new ArgumentException($"timestep must be a scalar or a [{batch}] tensor, got [{string.Join(", ", timestep.shape)}].", nameof(timestep));
+        CheckAddedConditions(added, batch);
 
         using var scope = NewDisposeScope();
         if (sample.dtype != DType || !Devices.Same(sample.device, Device)) sample = sample.to(DType, Device);
@@ -290,6 +329,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         if (!Devices.Same(timesteps.device, Device)) timesteps = timesteps.to(Device);
         timesteps = timesteps.expand(batch);
         var emb = _timeEmbedding.forward(_timeProj.forward(timesteps).to(DType), timestepCond);
+        if (added is not null) emb = emb + AddedEmbedding(added);
         if (_timeEmbedAct is not null) emb = _timeEmbedAct(emb);
 
         var hidden = _convIn.forward(sample);
@@ -328,5 +368,39 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
         var output2 = _convOut.forward(_convAct(_convNormOut.forward(hidden)));
         return output2.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>SDXL's <c>text_time</c> embedding: <c>add_embedding(cat(text_embeds, add_time_proj(time_ids)))</c>.</summary>
+    private Tensor AddedEmbedding(AddedConditions added)
+    {
+        var textEmbeds = added.TextEmbeds;
+        if (!Devices.Same(textEmbeds.device, Device)) textEmbeds = textEmbeds.to(Device);
+        var timeIds = added.TimeIds.to(Device).flatten();
+        var timeEmbeds = _addTimeProj!.forward(timeIds).reshape(textEmbeds.shape[0], -1);
+        var addEmbeds = cat([textEmbeds.to(timeEmbeds.dtype), timeEmbeds], -1).to(DType);
+        return _addEmbedding!.forward(addEmbeds, null);
+    }
+
+    private void CheckAddedConditions(AddedConditions? added, long batch)
+    {
+        if (AddedConditionsWidth is not int width)
+        {
+            if (added is not null)
+                throw new ArgumentException("This UNet has no added conditioning ('addition_embed_type' is null), so it takes no text embeds and time ids.", nameof(added));
+            return;
+        }
+        if (added is null)
+            throw new ArgumentException("This UNet has 'addition_embed_type' \"text_time\" (SDXL): it needs added conditions, the pooled text embeds and the time ids.", nameof(added));
+        ArgumentNullException.ThrowIfNull(added.TextEmbeds, nameof(added.TextEmbeds));
+        ArgumentNullException.ThrowIfNull(added.TimeIds, nameof(added.TimeIds));
+        var (text, ids) = (added.TextEmbeds, added.TimeIds);
+        if (text.dim() != 2 || text.shape[0] != batch)
+            throw new ArgumentException($"Added conditions: text embeds must be [{batch}, width], got [{string.Join(", ", text.shape)}].", nameof(added));
+        if (ids.dim() != 2 || ids.shape[0] != batch)
+            throw new ArgumentException($"Added conditions: time ids must be [{batch}, ids], got [{string.Join(", ", ids.shape)}].", nameof(added));
+        long given = text.shape[1] + ids.shape[1] * AddedTimeIdWidth!.Value;
+        if (given != width)
+            throw new ArgumentException($"Added conditions: {text.shape[1]} text embed values + {ids.shape[1]} time ids x {AddedTimeIdWidth} = {given}, but the UNet's " +
+                $"'projection_class_embeddings_input_dim' is {width}. (A refiner takes 5 time ids with an aesthetic score, a base model 6: check requires_aesthetics_score.)", nameof(added));
     }
 }

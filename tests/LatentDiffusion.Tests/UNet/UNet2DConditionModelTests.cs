@@ -169,7 +169,7 @@ public sealed class UNet2DConditionModelTests
 
     [TestCase("class_embed_type", "\"timestep\"")]
     [TestCase("num_class_embeds", "10")]
-    [TestCase("addition_embed_type", "\"text_time\"")]
+    [TestCase("addition_embed_type", "\"text_image\"")]
     [TestCase("time_embedding_type", "\"fourier\"")]
     [TestCase("dual_cross_attention", "true")]
     [TestCase("resnet_time_scale_shift", "\"scale_shift\"")]

@@ -49,7 +49,7 @@ public static partial class CheckpointConfigInference
     /// <summary>
     /// The <c>UNet2DConditionModel</c> config for UNet weights named as the reference names them.
     /// </summary>
-    /// <param name="unet">The UNet weights (from <see cref="UNetKeyMap.Map"/>).</param>
+    /// <param name="unet">The UNet weights (from <see cref="UNetKeyMap.Map(SafetensorsFile, ISet{string}, bool)"/>).</param>
     /// <param name="stableDiffusion2">SD 2.x conventions: heads of width 64 and upcast attention (SD 1.x: 8 heads per block).</param>
     /// <param name="source">Where the weights came from, for the config's <see cref="JsonConfig.Source"/> and messages.</param>
     /// <exception cref="InvalidDataException">A tensor the inference needs is missing, or the levels are irregular.</exception>
@@ -176,6 +176,83 @@ public static partial class CheckpointConfigInference
             ["vocab_size"] = Dim(text, "embeddings.token_embedding.weight", 0, source, "text encoder"),
         };
         return ToConfig(config, $"text encoder config inferred from '{source}'");
+    }
+
+    /// <summary>The VAE latent scaling factor of SDXL.</summary>
+    public const double SdxlVaeScalingFactor = 0.13025;
+
+    /// <summary>
+    /// The SDXL <c>UNet2DConditionModel</c> config for UNet weights named as the reference names them: as
+    /// <see cref="InferUNet"/> with heads of width 64, plus the <c>text_time</c> added conditioning (time ids of 256
+    /// features, the added embedding's input width read from <c>add_embedding.linear_1.weight</c>), the 1024-pixel sample
+    /// size and no attention upcast. The width of each time id's features is what the added embedding's input leaves
+    /// after the pooled text, shared by the time ids (SDXL: (2816 - 1280) / 6 = 256).
+    /// </summary>
+    /// <param name="unet">The UNet weights (from <see cref="UNetKeyMap.Map(SafetensorsFile, ISet{string}, bool)"/>).</param>
+    /// <param name="pooledWidth">The width of the pooled text embedding (the second encoder's projection).</param>
+    /// <param name="timeIds">6 for a base model, 5 for a refiner (aesthetic score instead of the target size).</param>
+    /// <param name="source">Where the weights came from.</param>
+    /// <exception cref="InvalidDataException">A tensor the inference needs is missing, or the levels are irregular.</exception>
+    public static JsonConfig InferSdxlUNet(IReadOnlyDictionary<string, TensorRef> unet, int pooledWidth, int timeIds, string source)
+        => With(InferUNet(unet, stableDiffusion2: true, source), c =>
+        {
+            int input = Dim(unet, "add_embedding.linear_1.weight", 1, source, "UNet");
+            c["addition_embed_type"] = "text_time";
+            c["addition_time_embed_dim"] = input > pooledWidth && (input - pooledWidth) % timeIds == 0 ? (input - pooledWidth) / timeIds : 256;
+            c["projection_class_embeddings_input_dim"] = input;
+            c["upcast_attention"] = null;
+            c["sample_size"] = 128;
+        }, $"SDXL UNet config inferred from '{source}'");
+
+    /// <summary>The SDXL VAE config: as <see cref="InferVae"/> with SDXL's scaling factor (0.13025) and a 1024-pixel sample size.</summary>
+    /// <exception cref="InvalidDataException">A tensor the inference needs is missing.</exception>
+    public static JsonConfig InferSdxlVae(IReadOnlyDictionary<string, TensorRef> vae, string source)
+        => With(InferVae(vae, source), c => { c["scaling_factor"] = SdxlVaeScalingFactor; c["sample_size"] = 1024; }, $"SDXL VAE config inferred from '{source}'");
+
+    /// <summary>
+    /// The <c>CLIPTextModelWithProjection</c> config of SDXL's OpenCLIP encoder (<c>gelu</c>, heads of width 64, the
+    /// projection width read from <c>text_projection.weight</c>).
+    /// </summary>
+    /// <exception cref="InvalidDataException">A tensor the inference needs is missing.</exception>
+    public static JsonConfig InferSdxlTextEncoder2(IReadOnlyDictionary<string, TensorRef> text, string source)
+        => With(InferTextEncoder(text, TextEncoderLayout.OpenClip, source), c =>
+        {
+            c["architectures"] = new JsonArray("CLIPTextModelWithProjection");
+            c["projection_dim"] = Dim(text, "text_projection.weight", 0, source, "text encoder 2");
+        }, $"SDXL text encoder 2 config inferred from '{source}'");
+
+    /// <summary>The scheduler SDXL ships with (the public <c>scheduler_config.json</c> of SDXL base: Euler, leading spacing, steps offset 1).</summary>
+    public static JsonConfig SdxlDefaultScheduler(string source) => ToConfig(new JsonObject
+    {
+        ["_class_name"] = "EulerDiscreteScheduler",
+        ["beta_end"] = 0.012,
+        ["beta_schedule"] = "scaled_linear",
+        ["beta_start"] = 0.00085,
+        ["interpolation_type"] = "linear",
+        ["num_train_timesteps"] = 1000,
+        ["prediction_type"] = "epsilon",
+        ["steps_offset"] = 1,
+        ["timestep_spacing"] = "leading",
+        ["trained_betas"] = null,
+        ["use_karras_sigmas"] = false,
+    }, $"default SDXL scheduler config for '{source}'");
+
+    /// <summary>
+    /// The pipeline settings of an SDXL single file (what its <c>model_index.json</c> would say): the base zeroes an empty
+    /// negative prompt; a refiner (no first text encoder) is conditioned on aesthetic scores and does not.
+    /// </summary>
+    public static JsonConfig SdxlPipelineConfig(bool refiner, string source) => ToConfig(new JsonObject
+    {
+        ["_class_name"] = refiner ? "StableDiffusionXLImg2ImgPipeline" : "StableDiffusionXLPipeline",
+        ["force_zeros_for_empty_prompt"] = !refiner,
+        ["requires_aesthetics_score"] = refiner,
+    }, $"SDXL pipeline settings for '{source}'");
+
+    private static JsonConfig With(JsonConfig config, Action<JsonObject> change, string source)
+    {
+        var json = JsonNode.Parse(config.Root.GetRawText())!.AsObject();
+        change(json);
+        return ToConfig(json, source);
     }
 
     /// <summary>The reference's default scheduler for single-file checkpoints (PNDM, scaled-linear betas, epsilon prediction).</summary>

@@ -26,6 +26,12 @@ public static partial class ClipKeyMap
     /// <summary>The key prefix of an SD 2.x (OpenCLIP) text encoder.</summary>
     public const string OpenClipPrefix = "cond_stage_model.model.";
 
+    /// <summary>The key prefix of SDXL's first text encoder (CLIP ViT-L in the transformers layout).</summary>
+    public const string SdxlClipPrefix = "conditioner.embedders.0.transformer.";
+
+    /// <summary>The key prefix of SDXL's second text encoder (OpenCLIP ViT-bigG in its own layout, with <c>text_projection</c>).</summary>
+    public const string SdxlOpenClipPrefix = "conditioner.embedders.1.model.";
+
     [GeneratedRegex(@"^transformer\.resblocks\.(\d+)\.(.+)$")]
     private static partial Regex ResBlock();
 
@@ -67,14 +73,41 @@ public static partial class ClipKeyMap
     /// </param>
     /// <exception cref="InvalidDataException">Two tensors map to one name, or a fused projection does not split in three.</exception>
     public static Dictionary<string, TensorRef> Map(SafetensorsFile file, TextEncoderLayout layout, ISet<string> claimed, int? layers = null)
-        => layout == TextEncoderLayout.Clip ? MapClip(file, claimed) : MapOpenClip(file, claimed, layers ?? Math.Max(StoredLayerCount(file, layout) - 1, 1));
+        => layout == TextEncoderLayout.Clip ? MapClip(file, ClipPrefix, claimed)
+            : MapOpenClip(file, OpenClipPrefix, claimed, layers ?? Math.Max(StoredLayerCount(file, layout) - 1, 1), withProjection: false);
 
-    private static Dictionary<string, TensorRef> MapClip(SafetensorsFile file, ISet<string> claimed)
+    /// <summary>
+    /// Maps SDXL's first text encoder (<c>conditioner.embedders.0.transformer.*</c>, CLIP names) as <see cref="Map"/>
+    /// maps an SD 1.x one; null when the file has none (a refiner).
+    /// </summary>
+    /// <exception cref="InvalidDataException">Two tensors map to one name.</exception>
+    public static Dictionary<string, TensorRef>? MapSdxlFirst(SafetensorsFile file, ISet<string> claimed)
+        => file.Entries.Keys.Any(k => k.StartsWith(SdxlClipPrefix, StringComparison.Ordinal)) ? MapClip(file, SdxlClipPrefix, claimed) : null;
+
+    /// <summary>
+    /// Maps SDXL's second text encoder (<c>conditioner.embedders.1.model.*</c>, OpenCLIP layout) to the names of
+    /// transformers' <c>CLIPTextModelWithProjection</c>: every residual block (SDXL reads the penultimate hidden state
+    /// and pools the last), the fused <c>in_proj</c> split into q, k, v, and <c>text_projection</c> [hidden, projection]
+    /// transposed into <c>text_projection.weight</c> [projection, hidden]. <c>logit_scale</c> is left unclaimed.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Two tensors map to one name, a fused projection does not split in three, or the projection is not a matrix.</exception>
+    public static Dictionary<string, TensorRef> MapSdxlSecond(SafetensorsFile file, ISet<string> claimed)
+        => MapSdxlOpenClip(file, SdxlOpenClipPrefix, claimed);
+
+    /// <summary>
+    /// As <see cref="MapSdxlSecond(SafetensorsFile, ISet{string})"/> for an OpenCLIP encoder stored under
+    /// <paramref name="prefix"/> (the SDXL refiner keeps its only encoder as <c>conditioner.embedders.0.model.*</c>).
+    /// </summary>
+    /// <exception cref="InvalidDataException">Two tensors map to one name, a fused projection does not split in three, or the projection is not a matrix.</exception>
+    public static Dictionary<string, TensorRef> MapSdxlOpenClip(SafetensorsFile file, string prefix, ISet<string> claimed)
+        => MapOpenClip(file, prefix, claimed, int.MaxValue, withProjection: true);
+
+    private static Dictionary<string, TensorRef> MapClip(SafetensorsFile file, string prefix, ISet<string> claimed)
     {
         var map = new KeyMapBuilder(file, claimed);
-        foreach (var key in file.Entries.Keys.Where(k => k.StartsWith(ClipPrefix, StringComparison.Ordinal)))
+        foreach (var key in file.Entries.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)))
         {
-            string name = key[ClipPrefix.Length..];
+            string name = key[prefix.Length..];
             // Checkpoints saved with very old transformers versions lack the text_model level.
             if (name.StartsWith("text_model.", StringComparison.Ordinal)) name = name["text_model.".Length..];
             if (name == "embeddings.position_ids") continue;
@@ -92,12 +125,13 @@ public static partial class ClipKeyMap
         return map.Weights;
     }
 
-    private static Dictionary<string, TensorRef> MapOpenClip(SafetensorsFile file, ISet<string> claimed, int layers)
+    private static Dictionary<string, TensorRef> MapOpenClip(SafetensorsFile file, string keyPrefix, ISet<string> claimed, int layers, bool withProjection)
     {
         var map = new KeyMapBuilder(file, claimed);
-        foreach (var key in file.Entries.Keys.Where(k => k.StartsWith(OpenClipPrefix, StringComparison.Ordinal)))
+        foreach (var key in file.Entries.Keys.Where(k => k.StartsWith(keyPrefix, StringComparison.Ordinal)))
         {
-            string name = key[OpenClipPrefix.Length..];
+            string name = key[keyPrefix.Length..];
+            if (withProjection && name == "text_projection") { map.AddTransposed("text_projection.weight", key); continue; }
             switch (name)
             {
                 case "positional_embedding": map.Add("embeddings.position_embedding.weight", key); continue;

@@ -29,6 +29,15 @@ internal sealed class KeyMapBuilder(SafetensorsFile file, ISet<string> claimed)
         Add(name, new TensorRef(file, key, [rows, cols], t => t.reshape(rows, cols)));
     }
 
+    /// <summary>Maps a stored matrix as its transpose (OpenCLIP's <c>text_projection</c> is applied as <c>x @ W</c>, a linear layer's weight as <c>x @ Wᵀ</c>).</summary>
+    public void AddTransposed(string name, string key)
+    {
+        var shape = file.Entries[key].Shape;
+        if (shape.Length != 2)
+            throw new InvalidDataException($"Invalid checkpoint '{file.Path}': tensor '{key}' has shape [{string.Join(", ", shape)}]; expected a matrix [in, out].");
+        Add(name, new TensorRef(file, key, [shape[1], shape[0]], t => t.t().contiguous()));
+    }
+
     /// <summary>Maps one third (<paramref name="part"/> 0, 1, 2 = q, k, v) of a fused in-projection along its first dimension.</summary>
     public void AddSlice(string name, string key, int part, int parts)
     {

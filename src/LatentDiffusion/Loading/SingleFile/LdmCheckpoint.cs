@@ -5,7 +5,8 @@ namespace LatentDiffusion.Loading.SingleFile;
 /// <summary>
 /// A single-file Stable Diffusion checkpoint in the original LDM/CompVis layout (<c>model.diffusion_model.*</c>,
 /// <c>first_stage_model.*</c>, and <c>cond_stage_model.transformer.*</c> for SD 1.x or <c>cond_stage_model.model.*</c>
-/// for SD 2.x), presented as the three components a diffusers folder holds: each component's weights under the
+/// for SD 2.x) or SDXL's SGM layout (the same UNet and VAE names plus <c>label_emb</c>, and
+/// <c>conditioner.embedders.0.transformer.*</c> / <c>conditioner.embedders.1.model.*</c> for its two text encoders), presented as the three components a diffusers folder holds: each component's weights under the
 /// reference's parameter names, and its config. Only the header is read; tensors are read when a
 /// <see cref="TensorRef"/> is loaded, so the file stays open until this object is disposed.
 /// </summary>
@@ -30,7 +31,12 @@ public sealed class LdmCheckpoint : IDisposable
         "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "logvar", "lvlb_weights",
         "cond_stage_model.transformer.text_model.embeddings.position_ids", "cond_stage_model.transformer.embeddings.position_ids",
         "cond_stage_model.model.text_projection", "cond_stage_model.model.logit_scale", "cond_stage_model.model.attn_mask",
+        "conditioner.embedders.0.transformer.text_model.embeddings.position_ids", "conditioner.embedders.1.model.logit_scale",
+        "conditioner.embedders.0.model.logit_scale", "conditioner.embedders.1.model.attn_mask", "conditioner.embedders.0.model.attn_mask",
     };
+
+    private const string SdxlPrefix = "conditioner.embedders.";
+    private const string SdxlRefinerOpenClipPrefix = "conditioner.embedders.0.model.";
 
     private readonly bool _ownsFile;
     private readonly int _textLayers;
@@ -50,8 +56,30 @@ public sealed class LdmCheckpoint : IDisposable
     /// <summary>The VAE's weights under the current reference <c>AutoencoderKL</c> names (attention as <c>to_q</c> ... <c>to_out.0</c>, linear).</summary>
     public IReadOnlyDictionary<string, TensorRef> VaeWeights { get; }
 
-    /// <summary>The text encoder's weights under the reference <c>CLIPTextModel</c> names without the <c>text_model.</c> prefix.</summary>
+    /// <summary>
+    /// The text encoder's weights under the reference <c>CLIPTextModel</c> names without the <c>text_model.</c> prefix. For
+    /// SDXL the first encoder (CLIP ViT-L); for an SDXL refiner, which has only one, the same as <see cref="TextEncoder2Weights"/>.
+    /// </summary>
     public IReadOnlyDictionary<string, TensorRef> TextEncoderWeights { get; }
+
+    /// <summary>True for an SDXL checkpoint (<c>conditioner.embedders.*</c> text encoders, <c>label_emb</c> added conditioning).</summary>
+    public bool IsStableDiffusionXL { get; }
+
+    /// <summary>False for an SDXL refiner, whose only text encoder is the second one.</summary>
+    public bool HasFirstTextEncoder { get; }
+
+    /// <summary>SDXL: the OpenCLIP text encoder's weights under the reference <c>CLIPTextModelWithProjection</c> names (with <c>text_projection.weight</c>); null otherwise.</summary>
+    public IReadOnlyDictionary<string, TensorRef>? TextEncoder2Weights { get; }
+
+    /// <summary>SDXL: the second text encoder's config (inferred, overridden by the config folder's <c>text_encoder_2/config.json</c>); null otherwise.</summary>
+    public JsonConfig? TextEncoder2Config { get; }
+
+    /// <summary>
+    /// SDXL: the pipeline settings a <c>model_index.json</c> would hold (<c>force_zeros_for_empty_prompt</c>,
+    /// <c>requires_aesthetics_score</c>; inferred from whether the file is a refiner, overridden by the config folder's
+    /// <c>model_index.json</c>); null otherwise.
+    /// </summary>
+    public JsonConfig? PipelineConfig { get; }
 
     /// <summary>Every tensor of the file that no component uses, sorted.</summary>
     public IReadOnlyList<string> UnclaimedKeys { get; }
@@ -72,6 +100,7 @@ public sealed class LdmCheckpoint : IDisposable
         => key.StartsWith(UNetKeyMap.Prefix, StringComparison.Ordinal)
            || LoadedVaeParts.Any(p => key.StartsWith(VaeKeyMap.Prefix + p, StringComparison.Ordinal))
            || key.StartsWith(ClipKeyMap.ClipPrefix, StringComparison.Ordinal)
+           || key.StartsWith(SdxlPrefix, StringComparison.Ordinal)
            || key.StartsWith(ClipKeyMap.OpenClipPrefix + "transformer.", StringComparison.Ordinal);
 
     private static readonly string[] LoadedVaeParts = ["encoder.", "decoder.", "quant_conv.", "post_quant_conv."];
@@ -95,12 +124,12 @@ public sealed class LdmCheckpoint : IDisposable
         string path = file.Path;
 
         if (!IsSingleFile(file)) throw NotSingleFile(file);
-        if (file.Entries.Keys.Any(k => k.StartsWith("conditioner.embedders.", StringComparison.Ordinal)))
-            throw new NotSupportedException($"'{path}' is an SDXL single-file checkpoint (it has 'conditioner.embedders.*' tensors); only SD 1.x and 2.x single files are supported.");
         if (!file.Entries.Keys.Any(k => k.StartsWith(VaeKeyMap.Prefix, StringComparison.Ordinal)))
             throw new InvalidDataException($"'{path}' has a UNet ('{UNetKeyMap.Prefix}*') but no VAE: expected tensors named '{VaeKeyMap.Prefix}*'.");
-        TextEncoderLayout = ClipKeyMap.Detect(file)
-            ?? throw new InvalidDataException($"'{path}' has a UNet ('{UNetKeyMap.Prefix}*') but no text encoder: expected tensors named '{ClipKeyMap.ClipPrefix}*' (SD 1.x CLIP) or '{ClipKeyMap.OpenClipPrefix}transformer.*' (SD 2.x OpenCLIP).");
+        IsStableDiffusionXL = file.Entries.Keys.Any(k => k.StartsWith(SdxlPrefix, StringComparison.Ordinal));
+        if (IsStableDiffusionXL) TextEncoderLayout = TextEncoderLayout.Clip;
+        else TextEncoderLayout = ClipKeyMap.Detect(file)
+            ?? throw new InvalidDataException($"'{path}' has a UNet ('{UNetKeyMap.Prefix}*') but no text encoder: expected tensors named '{ClipKeyMap.ClipPrefix}*' (SD 1.x CLIP), '{ClipKeyMap.OpenClipPrefix}transformer.*' (SD 2.x OpenCLIP) or '{SdxlPrefix}*' (SDXL).");
 
         string? Config(params string[] parts) => configDirectory is null ? null : Path.Combine([configDirectory, .. parts]);
         if (configDirectory is not null && !Directory.Exists(configDirectory))
@@ -109,7 +138,7 @@ public sealed class LdmCheckpoint : IDisposable
         // A config folder may say how many OpenCLIP blocks to keep; read it before mapping.
         string? textConfigPath = Config("text_encoder", "config.json");
         int? textLayers = null;
-        if (TextEncoderLayout == TextEncoderLayout.OpenClip && textConfigPath is not null && System.IO.File.Exists(textConfigPath))
+        if (!IsStableDiffusionXL && TextEncoderLayout == TextEncoderLayout.OpenClip && textConfigPath is not null && System.IO.File.Exists(textConfigPath))
         {
             var given = JsonConfig.Load(textConfigPath);
             if (given.Has("num_hidden_layers"))
@@ -122,30 +151,63 @@ public sealed class LdmCheckpoint : IDisposable
         }
 
         var claimed = new HashSet<string>(StringComparer.Ordinal);
-        UNetWeights = UNetKeyMap.Map(file, claimed);
+        UNetWeights = UNetKeyMap.Map(file, claimed, IsStableDiffusionXL);
         VaeWeights = VaeKeyMap.Map(file, claimed);
-        TextEncoderWeights = ClipKeyMap.Map(file, TextEncoderLayout, claimed, textLayers);
+        if (IsStableDiffusionXL)
+        {
+            // Base: CLIP ViT-L as embedder 0, OpenCLIP bigG as embedder 1. Refiner: OpenCLIP bigG alone, as embedder 0.
+            var first = ClipKeyMap.MapSdxlFirst(file, claimed);
+            string openClip = file.Entries.Keys.Any(k => k.StartsWith(ClipKeyMap.SdxlOpenClipPrefix, StringComparison.Ordinal)) ? ClipKeyMap.SdxlOpenClipPrefix
+                : file.Entries.Keys.Any(k => k.StartsWith(SdxlRefinerOpenClipPrefix, StringComparison.Ordinal)) ? SdxlRefinerOpenClipPrefix
+                : throw new InvalidDataException($"'{path}' is an SDXL checkpoint ('{SdxlPrefix}*' tensors) without its OpenCLIP text encoder: expected tensors named '{ClipKeyMap.SdxlOpenClipPrefix}*' (base) or '{SdxlRefinerOpenClipPrefix}*' (refiner).");
+            TextEncoder2Weights = ClipKeyMap.MapSdxlOpenClip(file, openClip, claimed);
+            HasFirstTextEncoder = first is not null;
+            TextEncoderWeights = first ?? TextEncoder2Weights;
+        }
+        else
+        {
+            TextEncoderWeights = ClipKeyMap.Map(file, TextEncoderLayout, claimed, textLayers);
+            HasFirstTextEncoder = true;
+        }
         _textLayers = TextEncoderWeights.Keys.Count(k => k.StartsWith("encoder.layers.", StringComparison.Ordinal) && k.EndsWith(".layer_norm1.weight", StringComparison.Ordinal));
         UnclaimedKeys = file.Entries.Keys.Where(k => !claimed.Contains(k)).Order(StringComparer.Ordinal).ToList();
 
         string? toK = UNetWeights.Keys.FirstOrDefault(k => k.EndsWith(".attn2.to_k.weight", StringComparison.Ordinal));
-        IsStableDiffusion2 = TextEncoderLayout == TextEncoderLayout.OpenClip || (toK is not null && UNetWeights[toK].Shape[1] == 1024);
+        IsStableDiffusion2 = !IsStableDiffusionXL && (TextEncoderLayout == TextEncoderLayout.OpenClip || (toK is not null && UNetWeights[toK].Shape[1] == 1024));
 
-        var unet = CheckpointConfigInference.InferUNet(UNetWeights, IsStableDiffusion2, path);
-        var vae = CheckpointConfigInference.InferVae(VaeWeights, path);
-        var text = CheckpointConfigInference.InferTextEncoder(TextEncoderWeights, TextEncoderLayout, path);
-        var scheduler = CheckpointConfigInference.DefaultScheduler(path);
+        JsonConfig unet, vae, text, scheduler;
+        JsonConfig? text2 = null, pipeline = null;
+        if (IsStableDiffusionXL)
+        {
+            text2 = CheckpointConfigInference.InferSdxlTextEncoder2(TextEncoder2Weights!, path);
+            unet = CheckpointConfigInference.InferSdxlUNet(UNetWeights, text2.Int("projection_dim", 1280), HasFirstTextEncoder ? 6 : 5, path);
+            vae = CheckpointConfigInference.InferSdxlVae(VaeWeights, path);
+            text = HasFirstTextEncoder ? CheckpointConfigInference.InferTextEncoder(TextEncoderWeights, TextEncoderLayout.Clip, path) : text2;
+            scheduler = CheckpointConfigInference.SdxlDefaultScheduler(path);
+            pipeline = CheckpointConfigInference.SdxlPipelineConfig(refiner: !HasFirstTextEncoder, path);
+        }
+        else
+        {
+            unet = CheckpointConfigInference.InferUNet(UNetWeights, IsStableDiffusion2, path);
+            vae = CheckpointConfigInference.InferVae(VaeWeights, path);
+            text = CheckpointConfigInference.InferTextEncoder(TextEncoderWeights, TextEncoderLayout, path);
+            scheduler = CheckpointConfigInference.DefaultScheduler(path);
+        }
         if (configDirectory is not null)
         {
             unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!);
             vae = CheckpointConfigInference.Overlay(vae, Config("vae", "config.json")!);
-            text = CheckpointConfigInference.Overlay(text, textConfigPath!);
+            if (text2 is not null) text2 = CheckpointConfigInference.Overlay(text2, Config("text_encoder_2", "config.json")!);
+            text = HasFirstTextEncoder ? CheckpointConfigInference.Overlay(text, textConfigPath!) : text2!;
             scheduler = CheckpointConfigInference.Overlay(scheduler, Config("scheduler", "scheduler_config.json")!);
+            if (pipeline is not null) pipeline = CheckpointConfigInference.Overlay(pipeline, Config("model_index.json")!);
         }
         UNetConfig = unet;
         VaeConfig = vae;
         TextEncoderConfig = text;
+        TextEncoder2Config = text2;
         SchedulerConfig = scheduler;
+        PipelineConfig = pipeline;
     }
 
     /// <summary>True when <paramref name="file"/> holds a UNet in the original layout (<c>model.diffusion_model.*</c> tensors).</summary>
@@ -167,7 +229,6 @@ public sealed class LdmCheckpoint : IDisposable
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="DirectoryNotFoundException"><paramref name="configDirectory"/> does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file, or not in the original layout; the message says what was expected.</exception>
-    /// <exception cref="NotSupportedException">The file is an SDXL checkpoint.</exception>
     public static LdmCheckpoint Open(string path, string? configDirectory = null)
     {
         var file = SafetensorsFile.Open(path);

@@ -32,6 +32,12 @@ public static partial class UNetKeyMap
         ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out."),
     ];
 
+    // SDXL's added-conditioning MLP (the original names it a label embedding).
+    private static readonly (string Ldm, string Diffusers)[] SdxlNames =
+    [
+        ("label_emb.0.0.", "add_embedding.linear_1."), ("label_emb.0.2.", "add_embedding.linear_2."),
+    ];
+
     [GeneratedRegex(@"^(input_blocks|output_blocks)\.(\d+)\.(\d+)\.(.+)$")]
     private static partial Regex BlockKey();
 
@@ -44,7 +50,17 @@ public static partial class UNetKeyMap
     /// </summary>
     /// <returns>The UNet's weights by reference name, e.g. <c>down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight</c>.</returns>
     /// <exception cref="InvalidDataException">Two tensors map to one name, or a projection has an impossible shape.</exception>
-    public static Dictionary<string, TensorRef> Map(SafetensorsFile file, ISet<string> claimed)
+    public static Dictionary<string, TensorRef> Map(SafetensorsFile file, ISet<string> claimed) => Map(file, claimed, stableDiffusionXL: false);
+
+    /// <summary>
+    /// As <see cref="Map(SafetensorsFile, ISet{string})"/>; with <paramref name="stableDiffusionXL"/>, SDXL's
+    /// <c>label_emb.0.{0,2}</c> (the added-conditioning MLP) is mapped to <c>add_embedding.linear_{1,2}</c> as well.
+    /// </summary>
+    /// <param name="file">The checkpoint.</param>
+    /// <param name="claimed">Receives the original keys used.</param>
+    /// <param name="stableDiffusionXL">The file is SDXL.</param>
+    /// <exception cref="InvalidDataException">Two tensors map to one name, or a projection has an impossible shape.</exception>
+    public static Dictionary<string, TensorRef> Map(SafetensorsFile file, ISet<string> claimed, bool stableDiffusionXL)
     {
         var map = new KeyMapBuilder(file, claimed);
         // block index -> sub-layer index -> (rest of the name, full key)
@@ -56,6 +72,8 @@ public static partial class UNetKeyMap
             string name = key[Prefix.Length..];
             var top = TopLevelNames.FirstOrDefault(p => name.StartsWith(p.Ldm, StringComparison.Ordinal));
             if (top.Ldm is not null) { map.Add(top.Diffusers + name[top.Ldm.Length..], key); continue; }
+            var added = stableDiffusionXL ? SdxlNames.FirstOrDefault(p => name.StartsWith(p.Ldm, StringComparison.Ordinal)) : default;
+            if (added.Ldm is not null) { map.Add(added.Diffusers + name[added.Ldm.Length..], key); continue; }
 
             var mid = MiddleKey().Match(name);
             if (mid.Success)

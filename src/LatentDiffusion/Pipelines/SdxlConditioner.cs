@@ -1,0 +1,158 @@
+using LatentDiffusion.Abstractions;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Pipelines;
+
+/// <summary>
+/// SDXL's prompt encoding and micro-conditioning, as the reference's <c>StableDiffusionXLPipeline.encode_prompt</c> and
+/// <c>_get_add_time_ids</c> do it: the prompt through both text encoders (the second may have its own prompt), their
+/// penultimate hidden states concatenated as the context, the second encoder's projected pooled output and the time ids
+/// as the UNet's added conditions. A refiner has only the second encoder.
+/// </summary>
+internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? textEncoder1, ITokenizer tokenizer2, ITextEncoder textEncoder2,
+    StableDiffusionXLOptions settings, ILogger logger)
+{
+    /// <summary>The width of the context: the two encoders' hidden sizes together.</summary>
+    public int ContextWidth => (textEncoder1?.HiddenSize ?? 0) + textEncoder2.HiddenSize;
+
+    /// <summary>The width of the pooled text embedding (the second encoder's projection).</summary>
+    public int PooledWidth => textEncoder2.PooledSize;
+
+    /// <summary>The number of time ids: 5 with an aesthetic score (refiner), 6 otherwise.</summary>
+    public int TimeIdCount => settings.RequiresAestheticsScore ? 5 : 6;
+
+    /// <summary>
+    /// The context <c>[negative; positive]</c> (or only positive without guidance), each repeated per image, and the
+    /// added conditions in the same order.
+    /// </summary>
+    /// <param name="prompt">The prompt (ignored when the options carry prompt embeddings).</param>
+    /// <param name="options">Negative prompt, second prompts, clip skip, ready embeddings, micro-conditioning.</param>
+    /// <param name="perPrompt">Images per prompt.</param>
+    /// <param name="guidance">Whether classifier-free guidance runs (the negative half is made).</param>
+    /// <param name="width">The image width in pixels (the default original and target width).</param>
+    /// <param name="height">The image height in pixels.</param>
+    /// <param name="imageToImage">The reference's image-to-image rules for the negative time ids (see <see cref="TimeIds"/>).</param>
+    /// <param name="dtype">The UNet's dtype.</param>
+    /// <param name="device">The UNet's device.</param>
+    public (Tensor Context, AddedConditions Added) Encode(string prompt, GenerationOptions options, int perPrompt, bool guidance, int width, int height,
+        bool imageToImage, ScalarType dtype, Device device)
+    {
+        Tensor context, pooled;
+        if (options.PromptEmbeddings is { } given)
+        {
+            if (options.PooledPromptEmbeddings is not { } givenPooled)
+                throw new ArgumentException("An SDXL model needs PooledPromptEmbeddings together with PromptEmbeddings (the reference's pooled_prompt_embeds).", nameof(options));
+            (context, pooled) = (given.to(dtype, device), givenPooled.to(dtype, device));
+        }
+        else
+        {
+            string prompt2 = string.IsNullOrEmpty(options.Prompt2) ? prompt : options.Prompt2;
+            // SDXL always reads the penultimate layer; clip skip counts from there.
+            (context, pooled) = EncodeBoth(prompt, prompt2, options.ClipSkip + 2, dtype, device);
+        }
+        CheckWidths(context, pooled, "prompt");
+        var (positiveIds, negativeIds) = TimeIds(options, width, height, imageToImage);
+        var (textEmbeds, timeIds) = (Repeat(pooled, perPrompt), Repeat(Ids(positiveIds, dtype, device), pooled.shape[0] * perPrompt));
+        context = RepeatContext(context, perPrompt);
+        if (!guidance) return (context, new AddedConditions(textEmbeds, timeIds));
+
+        Tensor negContext, negPooled;
+        if (options.NegativePromptEmbeddings is { } ne)
+        {
+            if (options.NegativePooledPromptEmbeddings is not { } np)
+                throw new ArgumentException("An SDXL model needs NegativePooledPromptEmbeddings together with NegativePromptEmbeddings (the reference's negative_pooled_prompt_embeds).", nameof(options));
+            (negContext, negPooled) = (ne.to(dtype, device), np.to(dtype, device));
+        }
+        else if (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt)
+        {
+            (negContext, negPooled) = (zeros_like(context), zeros_like(textEmbeds));
+        }
+        else
+        {
+            string negative = options.NegativePrompt ?? "";
+            string negative2 = string.IsNullOrEmpty(options.NegativePrompt2) ? negative : options.NegativePrompt2;
+            // The reference encodes the negative prompts without clip skip.
+            (negContext, negPooled) = EncodeBoth(negative, negative2, 2, dtype, device);
+        }
+        CheckWidths(negContext, negPooled, "negative prompt");
+        if (negContext.shape[0] != context.shape[0]) negContext = RepeatContext(negContext, perPrompt);
+        if (negPooled.shape[0] != textEmbeds.shape[0]) negPooled = Repeat(negPooled, perPrompt);
+        if (!negContext.shape.SequenceEqual(context.shape))
+            throw new ArgumentException($"Negative prompt embeddings [{string.Join(", ", negContext.shape)}] do not match the prompt embeddings [{string.Join(", ", context.shape)}].");
+        if (!negPooled.shape.SequenceEqual(textEmbeds.shape))
+            throw new ArgumentException($"Negative pooled prompt embeddings [{string.Join(", ", negPooled.shape)}] do not match the pooled prompt embeddings [{string.Join(", ", textEmbeds.shape)}].");
+        var negTimeIds = Repeat(Ids(negativeIds, dtype, device), textEmbeds.shape[0]);
+        return (cat([negContext, context], 0), new AddedConditions(cat([negPooled, textEmbeds], 0), cat([negTimeIds, timeIds], 0)));
+    }
+
+    /// <summary>
+    /// The time ids of the positive and negative halves. Base: <c>original + crop + target</c>; text to image takes the
+    /// negative values only when both negative sizes are given, image to image fills a missing negative size from the
+    /// positive one and keeps the positive crop. Refiner: <c>original + crop + aesthetic score</c>, with the negative
+    /// size, crop and score.
+    /// </summary>
+    internal (double[] Positive, double[] Negative) TimeIds(GenerationOptions o, int width, int height, bool imageToImage)
+    {
+        var original = o.OriginalSize ?? (height, width);
+        var crop = o.CropsCoordsTopLeft ?? (0, 0);
+        var target = o.TargetSize ?? (height, width);
+        var negCrop = o.NegativeCropsCoordsTopLeft ?? (0, 0);
+        if (settings.RequiresAestheticsScore)
+        {
+            var negOriginal = o.NegativeOriginalSize ?? original;
+            return ([original.Height, original.Width, crop.Top, crop.Left, o.AestheticScore],
+                [negOriginal.Height, negOriginal.Width, negCrop.Top, negCrop.Left, o.NegativeAestheticScore]);
+        }
+        double[] positive = [original.Height, original.Width, crop.Top, crop.Left, target.Height, target.Width];
+        if (imageToImage)
+        {
+            var negOriginal = o.NegativeOriginalSize ?? original;
+            var negTarget = o.NegativeTargetSize ?? target;
+            return (positive, [negOriginal.Height, negOriginal.Width, crop.Top, crop.Left, negTarget.Height, negTarget.Width]);
+        }
+        if (o.NegativeOriginalSize is { } no && o.NegativeTargetSize is { } nt)
+            return (positive, [no.Height, no.Width, negCrop.Top, negCrop.Left, nt.Height, nt.Width]);
+        return (positive, positive);
+    }
+
+    private (Tensor Context, Tensor Pooled) EncodeBoth(string prompt1, string prompt2, int fromEnd, ScalarType dtype, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var hidden = new List<Tensor>();
+        if (tokenizer1 is not null && textEncoder1 is not null)
+            hidden.Add(EncodeOne(tokenizer1, textEncoder1, prompt1, fromEnd, pooled: false, "text_encoder").HiddenStates.to(dtype, device));
+        var second = EncodeOne(tokenizer2, textEncoder2, prompt2, fromEnd, pooled: true, "text_encoder_2");
+        hidden.Add(second.HiddenStates.to(dtype, device));
+        var context = hidden.Count == 1 ? hidden[0] : cat(hidden, -1);
+        return (context.MoveToOuterDisposeScope(), second.Pooled!.to(dtype, device).MoveToOuterDisposeScope());
+    }
+
+    private TextEncoderOutput EncodeOne(ITokenizer tokenizer, ITextEncoder encoder, string text, int fromEnd, bool pooled, string name)
+    {
+        var tokens = tokenizer.EncodePadded(text, encoder.MaxPositions);
+        if (tokens.Truncated)
+            logger.LogWarning("The prompt is longer than {Max} tokens of {Encoder}; {Count} tokens were dropped: \"{Dropped}\"", encoder.MaxPositions, name,
+                tokens.DroppedIds.Length, PromptEncoder.Abbreviate(tokens.DroppedText));
+        using var ids = tensor(tokens.Ids.Select(i => (long)i).ToArray(), new long[] { 1, tokens.Ids.Length }, ScalarType.Int64);
+        using var onDevice = ids.to(encoder.Device);
+        return encoder.EncodeHiddenStates(onDevice, fromEnd, pooled);
+    }
+
+    private void CheckWidths(Tensor context, Tensor pooled, string what)
+    {
+        if (context.dim() != 3 || context.shape[^1] != ContextWidth)
+            throw new ArgumentException($"The {what} embeddings must be [batch, tokens, {ContextWidth}] for this SDXL model; got [{string.Join(", ", context.shape)}].");
+        if (pooled.dim() != 2 || pooled.shape[^1] != PooledWidth || pooled.shape[0] != context.shape[0])
+            throw new ArgumentException($"The pooled {what} embeddings must be [{context.shape[0]}, {PooledWidth}] for this SDXL model; got [{string.Join(", ", pooled.shape)}].");
+    }
+
+    private static Tensor Ids(double[] ids, ScalarType dtype, Device device)
+        => tensor(ids.Select(v => (float)v).ToArray(), new long[] { 1, ids.Length }, ScalarType.Float32).to(dtype, device);
+
+    private static Tensor Repeat(Tensor rows, long times)
+        => times == 1 ? rows : rows.repeat(1, times).view(rows.shape[0] * times, -1);
+
+    private static Tensor RepeatContext(Tensor embeds, int perPrompt)
+        => perPrompt == 1 ? embeds : embeds.repeat(1, perPrompt, 1).view(embeds.shape[0] * perPrompt, embeds.shape[1], -1);
+}
