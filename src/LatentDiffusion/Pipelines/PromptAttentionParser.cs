@@ -18,7 +18,7 @@ internal readonly record struct PromptFragment(string Text, double Weight, bool 
 /// <summary>
 /// AUTOMATIC1111's attention syntax (its <c>parse_prompt_attention</c>): the prompt to a list of (text, weight) pieces.
 /// Round brackets multiply what they enclose by 1.1, square brackets divide by 1.1, <c>(text:w)</c> multiplies by w;
-/// a bracket left open applies to the rest of the prompt, a closing bracket without an opening one is dropped; a
+/// a bracket left open applies to the rest of the prompt, a closing bracket without an opening one stays as text; a
 /// backslash makes the next bracket or backslash literal; <c>BREAK</c> (a whole word) ends the chunk. Neighbouring
 /// pieces of equal weight are merged. Weights are doubles multiplied in the order A1111 multiplies them, so they equal
 /// its values bit for bit.
