@@ -43,12 +43,17 @@ internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
         if (_tokenEmbedding is not Embedding embedding)
             throw new NotSupportedException("A meta-device skeleton only describes shapes; it cannot take new token embeddings.");
         var old = embedding.weight!;
-        Tensor grown;
+        Parameter table;
         using (no_grad())
         using (var scope = NewDisposeScope())
-            grown = cat([old.detach(), rows.to(old.dtype, old.device)], 0).MoveToOuterDisposeScope();
+        {
+            var grown = cat([old.detach(), rows.to(old.dtype, old.device)], 0);
+            // Detached from every dispose scope, a caller's included: the module owns the new table.
+            table = new Parameter(grown, requires_grad: old.requires_grad);
+            table.DetachFromDisposeScope();
+        }
         // The setter replaces (and releases) the old table.
-        embedding.weight = new Parameter(grown, requires_grad: old.requires_grad);
+        embedding.weight = table;
     }
 
     /// <param name="inputIds">int64 <c>[batch, positions]</c> on the weights' device.</param>

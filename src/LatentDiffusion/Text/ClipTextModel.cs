@@ -58,11 +58,11 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
             throw new ArgumentException($"Token embeddings must be floating point; got {vectors.dtype}.", nameof(vectors));
         if (vectors.dim() is not (1 or 2) || vectors.shape[^1] != HiddenSize || (vectors.dim() == 2 && vectors.shape[0] == 0))
             throw new ArgumentException($"Token embeddings must be [{HiddenSize}] or [n, {HiddenSize}] (n ≥ 1, the text encoder's hidden size); got [{string.Join(", ", vectors.shape)}].", nameof(vectors));
-        using var scope = NewDisposeScope();
-        var rows = vectors.dim() == 1 ? vectors.unsqueeze(0) : vectors;
-        if (!rows.isfinite().all().item<bool>())
-            throw new ArgumentException("Token embeddings hold NaN or infinite values.", nameof(vectors));
+        using (var check = NewDisposeScope())
+            if (!vectors.isfinite().all().item<bool>())
+                throw new ArgumentException("Token embeddings hold NaN or infinite values.", nameof(vectors));
         int first = VocabularySize;
+        using var rows = vectors.dim() == 1 ? vectors.unsqueeze(0) : vectors.alias();
         _embeddings.AppendTokens(rows);
         return first;
     }
