@@ -245,4 +245,24 @@ public class TextualInversionTests
         Assert.That(() => tokenizer.WithAddedToken(" <x>"), Throws.ArgumentException);
         Assert.That(() => tokenizer.WithAddedToken("<x>", 0), Throws.InstanceOf<ArgumentOutOfRangeException>());
     }
+
+    [Test]
+    public void TheTextEncoderChecksTheVectorsItIsGiven()
+    {
+        using var model = new ClipTextModel(new ClipTextConfig(10, 8, 16, 2, 1), CPU, ScalarType.Float32);
+        Assert.That(() => model.AddTokenEmbeddings(zeros(2, 9)), Throws.ArgumentException.With.Message.Contains("[n, 8]"));
+        Assert.That(() => model.AddTokenEmbeddings(zeros(0, 8)), Throws.ArgumentException);
+        Assert.That(() => model.AddTokenEmbeddings(zeros([2, 8], ScalarType.Int64)), Throws.ArgumentException.With.Message.Contains("floating point"));
+        Assert.That(() => model.AddTokenEmbeddings(full(2, 8, float.PositiveInfinity)), Throws.ArgumentException.With.Message.Contains("infinite"));
+        Assert.That(model.VocabularySize, Is.EqualTo(10));
+        using var ids = tensor(new long[] { 0, 10 }).unsqueeze(0);
+        Assert.That(() => model.Encode(ids), Throws.ArgumentException.With.Message.Contains("[0, 10)"), "a new id before the table grows");
+        using var one = ones(8);
+        Assert.That(model.AddTokenEmbeddings(one), Is.EqualTo(10));
+        Assert.That(model.VocabularySize, Is.EqualTo(11));
+        using var encoded = model.Encode(ids);
+        Assert.That(encoded.shape, Is.EqualTo(new long[] { 1, 2, 8 }));
+        Assert.That(model.named_parameters().Single(p => p.name == "embeddings.token_embedding.weight").parameter.shape, Is.EqualTo(new long[] { 11, 8 }),
+            "the grown table is still the registered weight (saved and moved with the model)");
+    }
 }
