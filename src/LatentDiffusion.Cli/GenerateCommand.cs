@@ -39,6 +39,8 @@ internal static class GenerateCommand
         {
             model, config, tokenizer, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
         };
+        var promptArguments = new PromptArguments();
+        promptArguments.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             // Everything that can be wrong with the arguments or the output location is found here, before the model
@@ -48,6 +50,7 @@ internal static class GenerateCommand
             double? img2imgStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
             CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
             var overrides = ParseOverrides(parse.GetValue(schedulerOption));
+            var embeddings = promptArguments.Embeddings(parse);
             string? schedulerName = null;
             if (parse.GetValue(scheduler) is { } givenScheduler)
             {
@@ -87,6 +90,7 @@ internal static class GenerateCommand
                 ImagesPerPrompt = n,
                 ClipSkip = parse.GetValue(clipSkip),
             };
+            options = promptArguments.Apply(parse, options);
             var clock = Stopwatch.StartNew();
             // libtorch tries NNPACK for large CPU batches and prints "Could not initialize NNPACK!" on CPUs it does not
             // support; this tool does not use it (see TorchRuntime.SetNnpackEnabled).
@@ -94,6 +98,7 @@ internal static class GenerateCommand
             TorchRuntime.SetNnpackEnabled(false);
             string resolvedModel = BuiltInModel.Resolve(modelPath);
             await using var pipeline = await StableDiffusionPipeline.LoadAsync(resolvedModel, pipelineOptions, ct);
+            foreach (var (embeddingPath, token) in embeddings) pipeline.LoadTextualInversion(embeddingPath, token);
             var load = clock.Elapsed;
             int outWidth = options.Width ?? (init is null ? pipeline.DefaultImageSize : init.Width / 8 * 8);
             int outHeight = options.Height ?? (init is null ? pipeline.DefaultImageSize : init.Height / 8 * 8);

@@ -148,4 +148,18 @@ public sealed record GenerationOptions
     /// run with the same value as <see cref="DenoisingEnd"/> (the ensemble of expert denoisers).
     /// </summary>
     public double? DenoisingStart { get; init; }
+
+    /// <summary>
+    /// How the prompt and negative prompt are read: AUTOMATIC1111's attention syntax (the default: <c>(word:1.3)</c>,
+    /// <c>[word]</c>, <c>BREAK</c>, <c>\(</c> for a literal parenthesis) or <see cref="Pipelines.PromptSyntax.None"/>
+    /// (plain text, as the reference pipeline reads it). A prompt without syntax is encoded the same either way.
+    /// </summary>
+    public PromptSyntax PromptSyntax { get; init; } = PromptSyntax.A1111;
+
+    /// <summary>
+    /// Cut a prompt longer than the text encoder takes (75 tokens for CLIP) and warn, as the reference pipeline does.
+    /// False (the default) encodes a long prompt in 75-token chunks, each with its own start and end token, and
+    /// concatenates them (AUTOMATIC1111's convention); the negative prompt is padded to the same number of chunks.
+    /// </summary>
+    public bool TruncateLongPrompts { get; init; }
 }

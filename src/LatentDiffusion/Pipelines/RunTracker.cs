@@ -31,6 +31,12 @@ internal sealed class RunTracker
         get { lock (_gate) return _closed; }
     }
 
+    /// <summary>True while at least one run has entered and not ended.</summary>
+    public bool IsRunning
+    {
+        get { lock (_gate) return _running > 0; }
+    }
+
     /// <summary>True when the calling thread is inside a run of this tracker.</summary>
     public bool EnteredOnThisThread => _enteredHere?.Contains(this) == true;
 

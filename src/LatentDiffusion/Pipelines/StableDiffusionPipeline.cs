@@ -28,7 +28,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// <summary>The largest image side accepted, in pixels.</summary>
     public const int MaxImageSide = 4096;
 
-    private readonly PromptEncoder _promptEncoder;
+    private PromptEncoder _promptEncoder;
     private readonly ILogger _logger;
     private readonly bool _ownsComponents;
     private readonly RunTracker _runs;
@@ -75,8 +75,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     public static Task<StableDiffusionPipeline> LoadAsync(string path, PipelineOptions? options = null, CancellationToken cancellationToken = default)
         => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
 
-    /// <summary>The tokenizer.</summary>
-    public ITokenizer Tokenizer { get; }
+    /// <summary>The tokenizer (replaced by one that knows the new tokens when a textual inversion is loaded).</summary>
+    public ITokenizer Tokenizer { get; private set; }
 
     /// <summary>The text encoder.</summary>
     public ITextEncoder TextEncoder { get; }
@@ -242,13 +242,10 @@ public sealed partial class StableDiffusionPipeline : IPipeline
 
     private Tensor EncodeContext(string prompt, GenerationOptions options, int perPrompt, bool guidance, ScalarType dtype, Device device)
     {
-        var positive = options.PromptEmbeddings is { } pe ? pe.to(dtype, device) : _promptEncoder.Encode(prompt, options.ClipSkip).to(dtype, device);
-        positive = RepeatPerPrompt(positive, perPrompt);
+        var (encoded, encodedNegative) = _promptEncoder.Encode(prompt, options, guidance);
+        var positive = RepeatPerPrompt(encoded.to(dtype, device), perPrompt);
         if (!guidance) return positive;
-        // The reference encodes the negative prompt without clip skip.
-        var negative = options.NegativePromptEmbeddings is { } ne ? ne.to(dtype, device)
-            : _promptEncoder.Encode(options.NegativePrompt ?? "", 0).to(dtype, device);
-        negative = RepeatPerPrompt(negative, perPrompt);
+        var negative = RepeatPerPrompt(encodedNegative!.to(dtype, device), perPrompt);
         if (!negative.shape.SequenceEqual(positive.shape))
             throw new ArgumentException($"Negative prompt embeddings [{string.Join(", ", negative.shape)}] do not match the prompt embeddings [{string.Join(", ", positive.shape)}].");
         return cat([negative, positive], 0);

@@ -29,6 +29,33 @@ internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
     private static nn.Module<Tensor, Tensor> NewEmbedding(int count, int width, Device device, ScalarType dtype)
         => device.type == DeviceType.META ? new MetaEmbedding(count, width, device, dtype) : nn.Embedding(count, width, device: device, dtype: dtype);
 
+    /// <summary>Rows of the token embedding table (the config's <c>vocab_size</c> plus any rows appended since).</summary>
+    public long TokenCount => _tokenEmbedding switch
+    {
+        Embedding e => e.weight!.shape[0],
+        MetaEmbedding m => m.Count,
+        _ => throw new InvalidOperationException($"Unexpected token embedding module {_tokenEmbedding.GetType().Name}."),
+    };
+
+    /// <summary>Appends <paramref name="rows"/> <c>[n, hidden]</c> to the token embedding table (the reference's <c>resize_token_embeddings</c> and row assignment).</summary>
+    public void AppendTokens(Tensor rows)
+    {
+        if (_tokenEmbedding is not Embedding embedding)
+            throw new NotSupportedException("A meta-device skeleton only describes shapes; it cannot take new token embeddings.");
+        var old = embedding.weight!;
+        Parameter table;
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            var grown = cat([old.detach(), rows.to(old.dtype, old.device)], 0);
+            // Detached from every dispose scope, a caller's included: the module owns the new table.
+            table = new Parameter(grown, requires_grad: old.requires_grad);
+            table.DetachFromDisposeScope();
+        }
+        // The setter replaces (and releases) the old table.
+        embedding.weight = table;
+    }
+
     /// <param name="inputIds">int64 <c>[batch, positions]</c> on the weights' device.</param>
     public override Tensor forward(Tensor inputIds)
     {
@@ -43,8 +70,11 @@ internal sealed class MetaEmbedding : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter _weight;
 
+    public long Count { get; }
+
     public MetaEmbedding(int count, int width, Device device, ScalarType dtype) : base(nameof(MetaEmbedding))
     {
+        Count = count;
         _weight = new Parameter(empty(count, width, dtype: dtype, device: device));
         register_parameter("weight", _weight);
     }

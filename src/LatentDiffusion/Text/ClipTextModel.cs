@@ -38,6 +38,37 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
     /// <inheritdoc/>
     public int MaxPositions => Config.MaxPositionEmbeddings;
 
+    /// <summary>
+    /// Rows of the token embedding table: the config's <c>vocab_size</c>, plus the textual-inversion vectors appended
+    /// with <see cref="AddTokenEmbeddings"/>. Token ids must be below it.
+    /// </summary>
+    public int VocabularySize => (int)_embeddings.TokenCount;
+
+    /// <summary>
+    /// Grows the token embedding table by the rows of <paramref name="vectors"/> (<c>[hidden]</c> or <c>[n, hidden]</c>,
+    /// any floating dtype and device; converted to the model's), as the reference's <c>load_textual_inversion</c> does with
+    /// <c>resize_token_embeddings</c>, and returns the id of the first new row (the old <see cref="VocabularySize"/>). The
+    /// tokenizer must give the new token(s) these ids (<see cref="ClipTokenizer.WithAddedToken"/> does when its
+    /// vocabulary size equals this one's). Not to be called while the model encodes on another thread.
+    /// </summary>
+    /// <exception cref="ArgumentException">The vectors are not floating point, not of rank 1 or 2, empty, not of width
+    /// <see cref="HiddenSize"/>, or not finite.</exception>
+    public int AddTokenEmbeddings(Tensor vectors)
+    {
+        ArgumentNullException.ThrowIfNull(vectors);
+        if (!vectors.is_floating_point())
+            throw new ArgumentException($"Token embeddings must be floating point; got {vectors.dtype}.", nameof(vectors));
+        if (vectors.dim() is not (1 or 2) || vectors.shape[^1] != HiddenSize || (vectors.dim() == 2 && vectors.shape[0] == 0))
+            throw new ArgumentException($"Token embeddings must be [{HiddenSize}] or [n, {HiddenSize}] (n ≥ 1, the text encoder's hidden size); got [{string.Join(", ", vectors.shape)}].", nameof(vectors));
+        using (var check = NewDisposeScope())
+            if (!vectors.isfinite().all().item<bool>())
+                throw new ArgumentException("Token embeddings hold NaN or infinite values.", nameof(vectors));
+        int first = VocabularySize;
+        using var rows = vectors.dim() == 1 ? vectors.unsqueeze(0) : vectors.alias();
+        _embeddings.AppendTokens(rows);
+        return first;
+    }
+
     /// <inheritdoc/>
     public int PooledSize => Config.ProjectionDim ?? Config.HiddenSize;
 
@@ -192,8 +223,9 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         if (ids.numel() > 0)
         {
             long min = ids.min().item<long>(), max = ids.max().item<long>();
-            if (min < 0 || max >= Config.VocabSize)
-                throw new ArgumentException($"Token ids must be in [0, {Config.VocabSize}); got values from {min} to {max}.", nameof(inputIds));
+            int vocabulary = VocabularySize;
+            if (min < 0 || max >= vocabulary)
+                throw new ArgumentException($"Token ids must be in [0, {vocabulary}); got values from {min} to {max}.", nameof(inputIds));
         }
         return _embeddings.forward(ids).MoveToOuterDisposeScope();
     }

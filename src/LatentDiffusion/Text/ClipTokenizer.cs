@@ -19,9 +19,12 @@ public sealed class ClipTokenizer : ITokenizer
     private const string DefaultBos = "<|startoftext|>", DefaultEos = "<|endoftext|>";
 
     private readonly BpeTokenizer _bpe;
+    private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<int, string> _idToToken;
     private readonly Dictionary<string, int> _addedTokens;
     private readonly HashSet<int> _specialIds;
+    // Textual-inversion tokens of several vectors: the token stands for all its ids (diffusers' maybe_convert_prompt).
+    private readonly Dictionary<string, int[]> _expansions;
 
     /// <summary>Id of the start token <c>&lt;|startoftext|&gt;</c>.</summary>
     public int BosTokenId { get; }
@@ -47,6 +50,8 @@ public sealed class ClipTokenizer : ITokenizer
     private ClipTokenizer(string source, Dictionary<string, int> vocab, IReadOnlyList<string> merges, Dictionary<string, int> addedTokens, SpecialTokenNames names, int maxLength)
     {
         Source = source;
+        _vocab = vocab;
+        _expansions = new Dictionary<string, int[]>(StringComparer.Ordinal);
         _idToToken = new Dictionary<int, string>(vocab.Count);
         foreach (var (token, id) in vocab) _idToToken[id] = token;
         foreach (var (token, id) in addedTokens) _idToToken[id] = token;
@@ -78,6 +83,70 @@ public sealed class ClipTokenizer : ITokenizer
     }
 
     private sealed record SpecialTokenNames(string Bos, string Eos, string Unk, string Pad);
+
+    /// <summary>A copy of <paramref name="from"/> that also knows <paramref name="names"/> (ids from its vocabulary size on).</summary>
+    private ClipTokenizer(ClipTokenizer from, IReadOnlyList<string> names)
+    {
+        Source = from.Source;
+        _bpe = from._bpe;
+        _vocab = from._vocab;
+        _specialIds = from._specialIds;
+        BosTokenId = from.BosTokenId;
+        EosTokenId = from.EosTokenId;
+        PadTokenId = from.PadTokenId;
+        PadToken = from.PadToken;
+        MaxLength = from.MaxLength;
+        _idToToken = new Dictionary<int, string>(from._idToToken);
+        _addedTokens = new Dictionary<string, int>(from._addedTokens, StringComparer.Ordinal);
+        _expansions = new Dictionary<string, int[]>(from._expansions, StringComparer.Ordinal);
+        int first = from.VocabularySize;
+        for (int i = 0; i < names.Count; i++)
+        {
+            _idToToken[first + i] = names[i];
+            _addedTokens[names[i]] = first + i;
+        }
+        if (names.Count > 1) _expansions[names[0]] = Enumerable.Range(first, names.Count).ToArray();
+    }
+
+    /// <summary>
+    /// A tokenizer that also knows <paramref name="token"/>, for a textual-inversion embedding of
+    /// <paramref name="vectorCount"/> vectors, as the reference's <c>load_textual_inversion</c> adds it: the names
+    /// <c>token</c>, <c>token_1</c>, ..., <c>token_{n-1}</c> get the ids <see cref="VocabularySize"/> onwards, are matched in
+    /// the raw text before the BPE (like the reference's added tokens), and <c>token</c> in a prompt stands for all
+    /// <paramref name="vectorCount"/> ids (the reference rewrites it to <c>token token_1 ...</c> before tokenizing). This
+    /// tokenizer is unchanged.
+    /// </summary>
+    /// <exception cref="ArgumentException">The token is empty or white space, or one of the names is already in the vocabulary or among the added tokens.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="vectorCount"/> is less than 1.</exception>
+    public ClipTokenizer WithAddedToken(string token, int vectorCount = 1)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        ArgumentOutOfRangeException.ThrowIfLessThan(vectorCount, 1);
+        if (string.IsNullOrWhiteSpace(token) || token.Trim() != token)
+            throw new ArgumentException($"The token '{token}' is empty or starts or ends with white space; a textual-inversion token is one word, such as '<my-style>'.", nameof(token));
+        var names = new List<string> { token };
+        for (int i = 1; i < vectorCount; i++) names.Add($"{token}_{i}");
+        foreach (var name in names)
+        {
+            if (_addedTokens.TryGetValue(name, out int added))
+                throw new ArgumentException($"The token '{name}' is already an added token of the tokenizer (id {added}); choose another token name.", nameof(token));
+            if (_vocab.TryGetValue(name, out int id))
+                throw new ArgumentException($"The token '{name}' is already in the tokenizer's vocabulary (id {id}); choose another token name.", nameof(token));
+        }
+        return new ClipTokenizer(this, names);
+    }
+
+    /// <summary>
+    /// The ids <paramref name="token"/> stands for when it is written in a prompt: one id for a vocabulary or added
+    /// token, all of a textual-inversion token's ids for one of several vectors; null when it is not a whole token.
+    /// </summary>
+    public IReadOnlyList<int>? IdsOf(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        if (_expansions.TryGetValue(token, out var many)) return many;
+        if (_addedTokens.TryGetValue(token, out int added)) return [added];
+        return _vocab.TryGetValue(token, out int id) ? [id] : null;
+    }
 
     /// <summary>
     /// The tokenizer of a model on disk: a diffusers folder's <c>tokenizer/</c>, or for a single-file checkpoint (which
@@ -220,6 +289,13 @@ public sealed class ClipTokenizer : ITokenizer
                 sb.Append(token);
                 continue;
             }
+            if (!_vocab.ContainsKey(token) && _addedTokens.ContainsKey(token))
+            {
+                // An added (textual-inversion) token is a whole word of its own.
+                Flush();
+                sb.Append(token).Append(' ');
+                continue;
+            }
             bool endOfWord = token.EndsWith(EndOfWord, StringComparison.Ordinal);
             foreach (char c in endOfWord ? token[..^EndOfWord.Length] : token)
                 bytes.Add(ByteLevel.TryGetByte(c, out byte b) ? b : (byte)'?');
@@ -233,7 +309,12 @@ public sealed class ClipTokenizer : ITokenizer
     {
         foreach (var (segment, specialId) in SplitOnAddedTokens(text))
         {
-            if (specialId is int sid) { ids.Add(sid); continue; }
+            if (specialId is int sid)
+            {
+                if (_expansions.TryGetValue(segment, out var many)) ids.AddRange(many);
+                else ids.Add(sid);
+                continue;
+            }
             foreach (var word in ClipPreTokenizer.Split(ClipNormalizer.Instance.Normalize(segment)))
                 ids.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
         }

@@ -149,8 +149,21 @@ public class PipelineBehaviourTests
         string kept = string.Join(" ", Enumerable.Repeat("a", 75));
         Assert.That(pipeline.Tokenizer.Encode(kept), Has.Length.EqualTo(77), "each 'a' must be one token for this prompt to cut before 'zebra'");
         string prompt = kept + " zebra" + string.Concat(Enumerable.Repeat(" cat", 80));
-        using var _ = pipeline.Generate(prompt, Quick with { Steps = 1 });
+        using var _ = pipeline.Generate(prompt, Quick with { Steps = 1, TruncateLongPrompts = true });
         Assert.That(log.Messages, Has.Some.Contains("\"zebra").And.Contains("77"));
+    }
+
+    [Test]
+    public async Task ALongPromptIsNotTruncatedByDefault()
+    {
+        var log = new ListLogger();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(new ListLoggerProvider(log)));
+        await using var pipeline = await StableDiffusionPipeline.LoadAsync(GeneratedModel.Folder, new PipelineOptions { LoggerFactory = factory });
+        string prompt = string.Join(" ", Enumerable.Repeat("a", 75)) + " zebra" + string.Concat(Enumerable.Repeat(" cat", 80));
+        using var chunked = pipeline.Generate(prompt, Quick with { Steps = 1 });
+        using var truncated = pipeline.Generate(prompt, Quick with { Steps = 1, TruncateLongPrompts = true });
+        Assert.That(log.Messages.Count(m => m.Contains("tokens were dropped")), Is.EqualTo(1), "only the truncating generation warns");
+        Assert.That((chunked.Pixels - truncated.Pixels).abs().max().item<float>(), Is.GreaterThan(1e-4f), "the words after the 75th token reach the image");
     }
 
     [TestCase(0, 64, 64, 0.5, TestName = "steps 0")]
