@@ -91,4 +91,10 @@ public sealed record GenerationOptions
 
     /// <summary>Called after each step; can read or replace the latents.</summary>
     public StepCallback? OnStep { get; init; }
+
+    /// <summary>
+    /// The LoRAs this generation applies, by the name they were loaded under, each with its scale; loaded LoRAs not
+    /// named are left out. Null (the default) applies every loaded LoRA with its own scale. See docs/lora.md.
+    /// </summary>
+    public IReadOnlyList<LatentDiffusion.Adapters.LoraWeight>? Loras { get; init; }
 }

@@ -23,7 +23,7 @@ namespace LatentDiffusion.Pipelines;
 /// (between UNet and VAE blocks) with <see cref="ObjectDisposedException"/> and frees the weights only after the last
 /// has ended.
 /// </summary>
-public sealed class StableDiffusionPipeline : IPipeline
+public sealed partial class StableDiffusionPipeline : IPipeline
 {
     /// <summary>The largest image side accepted, in pixels.</summary>
     public const int MaxImageSide = 4096;
@@ -63,6 +63,7 @@ public sealed class StableDiffusionPipeline : IPipeline
         vae.UseTiling |= options.VaeTiling;
         if (textEncoder.HiddenSize != unet.CrossAttentionDim)
             throw new ArgumentException($"The text encoder's hidden size ({textEncoder.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim}).");
+        LoadLoras(options.Loras);
     }
 
     /// <summary>Loads a pipeline from a diffusers folder or a single-file <c>.safetensors</c> checkpoint (format detected).</summary>
@@ -136,6 +137,7 @@ public sealed class StableDiffusionPipeline : IPipeline
     private GenerationResult Run(string prompt, GenerationOptions options, IProgress<DiffusionProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
+        using var loras = UseLoras(options);
         var device = UNet.Device;
         var dtype = UNet.DType;
         int perPrompt = options.ImagesPerPrompt;
@@ -413,6 +415,7 @@ public sealed class StableDiffusionPipeline : IPipeline
 
     private void ReleaseComponents()
     {
+        ReleaseLoras();
         if (!_ownsComponents) return;
         TextEncoder.Dispose();
         UNet.Dispose();

@@ -15,6 +15,8 @@ internal static class Layers
     // The neural-network blocks the model parts share (one ResnetBlock2D, one Attention for the UNet and the VAE).
     private static readonly string[] UnderParts = [.. UnderBlocks, "Layers"];
     private static readonly string[] Parts = ["Text", "UNet", "Vae", "Schedulers"];
+    // LoRA and other adapters: they hook the Linear and Conv2d modules of any part by path, knowing no part's types.
+    private static readonly string[] AdapterLayers = ["Adapters"];
 
     public static readonly IReadOnlyDictionary<string, string[]> MayUse = new Dictionary<string, string[]>
     {
@@ -27,10 +29,11 @@ internal static class Layers
         ["UNet"] = UnderParts,
         ["Vae"] = UnderParts,
         ["Schedulers"] = UnderParts,
+        ["Adapters"] = UnderBlocks,
         // On top: Loading reads whole-model files into parts, Pipelines assemble and run them, Integration adapts them.
-        ["Loading"] = [.. UnderParts, .. Parts],
-        ["Pipelines"] = [.. UnderParts, .. Parts, "Loading"],
-        ["Integration"] = [.. UnderParts, .. Parts, "Loading", "Pipelines"],
+        ["Loading"] = [.. UnderParts, .. Parts, .. AdapterLayers],
+        ["Pipelines"] = [.. UnderParts, .. Parts, .. AdapterLayers, "Loading"],
+        ["Integration"] = [.. UnderParts, .. Parts, .. AdapterLayers, "Loading", "Pipelines"],
         // Beside everything: Hub downloads model files (HTTP and the cache), knowing nothing of the model parts.
         ["Hub"] = Bottom,
     };
