@@ -40,8 +40,8 @@ public sealed class LoraAdapters : IDisposable
     public IReadOnlyList<string> Components => _targets.Select(t => t.Component).ToList();
 
     /// <summary>
-    /// Reads a LoRA file (<see cref="LoraFile.Read"/>) and loads it under <paramref name="name"/> (the file name without
-    /// extension when null) with <paramref name="scale"/>. Every module the file names must exist in the model with
+    /// Reads a LoRA file or diffusers LoRA folder (<see cref="LoraFile.Read"/>) and loads it under <paramref name="name"/>
+    /// (the file or folder name without extension when null) with <paramref name="scale"/>. Every module the file names must exist in the model with
     /// matching shapes; otherwise nothing is loaded and the error names the modules.
     /// </summary>
     /// <returns>The loaded adapter.</returns>
@@ -54,7 +54,7 @@ public sealed class LoraAdapters : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         using var file = LoraFile.Read(path);
-        return Load(file, name ?? System.IO.Path.GetFileNameWithoutExtension(path), scale);
+        return Load(file, name ?? System.IO.Path.GetFileNameWithoutExtension(System.IO.Path.TrimEndingDirectorySeparator(path)), scale);
     }
 
     /// <summary>Loads an already read LoRA file (its tensors are copied; the file may be disposed afterwards).</summary>

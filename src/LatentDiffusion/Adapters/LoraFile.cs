@@ -42,6 +42,9 @@ public sealed class LoraFile : IDisposable
         ("lora_embedding_", "an embedding LoRA"), (".lora_A.bias", "a LoRA with biases"), (".lora_B.bias", "a LoRA with biases"),
     ];
 
+    /// <summary>The file name diffusers' training scripts save a LoRA under, read when a folder is given.</summary>
+    public const string DiffusersWeightsName = "pytorch_lora_weights.safetensors";
+
     private enum Part { Down, Up, Alpha }
 
     private readonly List<LoraModule> _modules;
@@ -80,7 +83,10 @@ public sealed class LoraFile : IDisposable
         }
     }
 
-    /// <summary>Reads and checks a LoRA <c>.safetensors</c> file (kohya/A1111 or diffusers/PEFT names).</summary>
+    /// <summary>
+    /// Reads and checks a LoRA <c>.safetensors</c> file (kohya/A1111 or diffusers/PEFT names), or the
+    /// <see cref="DiffusersWeightsName"/> inside a folder.
+    /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is corrupt, holds tensors that are not LoRA weights, a module lacks
     /// its down or up projection, their ranks or shapes disagree, a value is not finite, or alpha is not one finite number.
@@ -89,6 +95,14 @@ public sealed class LoraFile : IDisposable
     public static LoraFile Read(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
+        if (Directory.Exists(path))
+        {
+            // A diffusers LoRA folder, as load_lora_weights takes it.
+            string inside = System.IO.Path.Combine(path, DiffusersWeightsName);
+            if (!File.Exists(inside))
+                throw new FileNotFoundException($"LoRA folder '{path}' has no {DiffusersWeightsName}; give the LoRA's .safetensors file.", inside);
+            path = inside;
+        }
         if (!File.Exists(path))
             throw new FileNotFoundException($"LoRA file not found: '{path}'.", path);
         using var file = SafetensorsFile.Open(path);
