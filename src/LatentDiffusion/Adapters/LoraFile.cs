@@ -33,12 +33,12 @@ public sealed class LoraFile : IDisposable
         (".lora_linear_layer.down.weight", Part.Down), (".lora_linear_layer.up.weight", Part.Up), (".alpha", Part.Alpha),
     ];
 
-    // Tensors of LoRA variants this library does not compute, by the name part that gives them away.
+    // Tensors of LoRA variants this library does not compute, by the name part that gives them away ($: at the end).
     private static readonly (string Marker, string Kind)[] Unsupported =
     [
         ("hada_w", "LoHa (LyCORIS)"), ("hada_t", "LoHa (LyCORIS)"), ("lokr_", "LoKr (LyCORIS)"), ("dora_scale", "DoRA"),
         ("lora_magnitude_vector", "DoRA"), (".lora_mid.", "LoCon with a Tucker-decomposed convolution (lora_mid)"),
-        (".diff", "a full weight difference (LyCORIS 'full')"), (".diff_b", "a full bias difference"),
+        (".diff$", "a full weight difference (LyCORIS 'full')"), (".diff_b$", "a full bias difference (LyCORIS 'full')"),
         ("lora_embedding_", "an embedding LoRA"), (".lora_A.bias", "a LoRA with biases"), (".lora_B.bias", "a LoRA with biases"),
     ];
 
@@ -111,12 +111,14 @@ public sealed class LoraFile : IDisposable
         bool anyKohya = false;
         foreach (var key in file.Entries.Keys.Order(StringComparer.Ordinal))
         {
-            var unsupported = Unsupported.FirstOrDefault(u => key.Contains(u.Marker, StringComparison.Ordinal));
-            if (unsupported.Marker is not null)
-                throw new NotSupportedException($"LoRA file '{path}': tensor '{key}' belongs to {unsupported.Kind}, which this library does not apply " +
-                    "(supported: LoRA and LoCon in the kohya/A1111 and diffusers/PEFT formats).");
             if (!TryClassify(key, out var component, out var name, out var dotted, out var part))
             {
+                var unsupported = Unsupported.FirstOrDefault(u => u.Marker.EndsWith('$')
+                    ? key.EndsWith(u.Marker[..^1], StringComparison.Ordinal)
+                    : key.Contains(u.Marker, StringComparison.Ordinal));
+                if (unsupported.Marker is not null)
+                    throw new NotSupportedException($"LoRA file '{path}': tensor '{key}' belongs to {unsupported.Kind}, which this library does not apply " +
+                        "(supported: LoRA and LoCon in the kohya/A1111 and diffusers/PEFT formats).");
                 unknown.Add(key);
                 continue;
             }
