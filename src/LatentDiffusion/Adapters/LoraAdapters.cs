@@ -78,7 +78,7 @@ public sealed class LoraAdapters : IDisposable
             {
                 var index = IndexFor(lora.Component);
                 string? path = index?.Resolve(lora);
-                if (index is null) { problems.Add($"'{lora.Key}': this model has no {lora.Component}"); continue; }
+                if (index is null) { problems.Add($"'{lora.Key}': this model has no {lora.Component} (or not one built of this library's modules)"); continue; }
                 if (path is null) { problems.Add($"'{lora.Key}': no such module in the {lora.Component}"); continue; }
                 if (seen.TryGetValue((lora.Component, path), out var other))
                 { problems.Add($"'{lora.Key}' and '{other}' both update {lora.Component} module '{path}'"); continue; }

@@ -147,6 +147,19 @@ public class LoraBehaviourTests
     }
 
     [Test]
+    public async Task ConcurrentGenerationsKeepTheirOwnChoice()
+    {
+        _pipeline.Loras.Load(WriteLora());
+        using var alone1 = await _pipeline.GenerateAsync("a red circle", Options([new LoraWeight("style", 1)]));
+        using var alone0 = await _pipeline.GenerateAsync("a red circle", Options([]));
+        var with = Enumerable.Range(0, 3).Select(_ => _pipeline.GenerateAsync("a red circle", Options([new LoraWeight("style", 1)]))).ToList();
+        var without = Enumerable.Range(0, 3).Select(_ => _pipeline.GenerateAsync("a red circle", Options([]))).ToList();
+        await Task.WhenAll(with.Concat(without));
+        foreach (var r in with) using (var result = r.Result) AssertTensor.MaxAbsClose(result.Pixels, alone1.Pixels, 1e-6, "with the LoRA, run beside others");
+        foreach (var r in without) using (var result = r.Result) AssertTensor.MaxAbsClose(result.Pixels, alone0.Pixels, 1e-6, "without it, run beside others");
+    }
+
+    [Test]
     public void BadChoicesAreRefusedWithTheirNames()
     {
         _pipeline.Loras.Load(WriteLora());

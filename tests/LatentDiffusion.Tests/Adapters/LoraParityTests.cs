@@ -54,6 +54,28 @@ public class LoraParityTests
     }
 
     [Test]
+    public void Float16UNetWithTheLoraRunsCloseToTheReferenceAndUnfusesExactly()
+    {
+        using var pipeline = StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sd15"), new PipelineOptions { DType = ScalarType.Float16 }).GetAwaiter().GetResult();
+        var before = TestLoras.Snapshot(pipeline);
+        pipeline.Loras.Load(Fixtures.PathOf(Kohya), "kohya");
+        using var sample = Fixtures.ExpectedPhase2("lora/sd15/unet/sample");
+        using var context = Fixtures.ExpectedPhase2("lora/sd15/unet/encoder_hidden_states");
+        using var expected = Fixtures.ExpectedPhase2("lora/sd15/unet/noise_pred_t500");
+        using var timestep = tensor(new long[] { 500, 500 });
+        using var unfused = pipeline.UNet.Forward(sample, timestep, context);
+        Assert.That(unfused.dtype, Is.EqualTo(ScalarType.Float16));
+        AssertTensor.RelativeClose(unfused, expected, 1e-2, "float16 UNet with the LoRA at run time");
+        pipeline.Loras.Fuse();
+        using var fused = pipeline.UNet.Forward(sample, timestep, context);
+        AssertTensor.RelativeClose(fused, expected, 1e-2, "float16 UNet with the LoRA fused");
+        pipeline.Loras.Unfuse();
+        var after = TestLoras.Snapshot(pipeline);
+        foreach (var (name, weight) in before)
+            Assert.That(LoraBehaviourTests.Same(weight, after[name]), Is.True, $"{name} is restored exactly in float16");
+    }
+
+    [Test]
     public async Task WithoutALoraTheImageIsTheReferenceContrastCase()
     {
         using var pipeline = LoadTinySd15();
