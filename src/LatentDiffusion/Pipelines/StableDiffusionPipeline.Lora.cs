@@ -1,5 +1,6 @@
 using LatentDiffusion.Adapters;
 using LatentDiffusion.Text;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -43,6 +44,8 @@ public sealed partial class StableDiffusionPipeline
                 ArgumentNullException.ThrowIfNull(source, nameof(PipelineOptions.Loras));
                 var adapter = Loras.Load(source.Path, source.Name, source.Scale);
                 if (source.Fuse) Loras.Fuse(adapter.Name);
+                _logger.LogInformation("Loaded LoRA {Name} from {Path} ({Format}, {Modules} modules, scale {Scale}{Fused})",
+                    adapter.Name, adapter.Path, adapter.Format, adapter.ModuleCount, adapter.Scale, adapter.IsFused ? ", fused" : "");
             }
         }
         catch
