@@ -10,8 +10,8 @@ namespace LatentDiffusion.Adapters;
 /// </summary>
 /// <remarks>
 /// Loading, unloading, fusing, unfusing and <see cref="SetScale"/> change the model and are refused with
-/// <see cref="InvalidOperationException"/> while a generation runs. Fusing keeps a copy of every weight it changes (the
-/// memory of those weights once more) so that unfusing restores them exactly.
+/// <see cref="InvalidOperationException"/> while a generation runs. Fusing keeps a copy of every weight it changes (in CPU
+/// memory, the size of those weights) so that unfusing restores them exactly.
 /// </remarks>
 public sealed class LoraAdapters : IDisposable
 {

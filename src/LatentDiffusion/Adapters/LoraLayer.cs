@@ -11,7 +11,7 @@ namespace LatentDiffusion.Adapters;
 /// </summary>
 /// <remarks>
 /// The model's blocks call these modules through <c>call</c> (which runs hooks) rather than <c>forward</c>; the seam tests
-/// hold every block to that. Fusing keeps the original weight and rebuilds the fused one from it as original +
+/// hold every block to that. Fusing keeps the original weight (in CPU memory) and rebuilds the fused one from it as original +
 /// Σ scale · alpha / rank · up · down (in float32), so unfusing restores the original bit for bit.
 /// </remarks>
 internal sealed class LoraLayer : IDisposable
@@ -169,10 +169,11 @@ internal sealed class LoraLayer : IDisposable
         }
         if (_original is null)
         {
-            _original = weight.detach().clone();
+            // Kept in CPU memory: fusing is rare, device memory is scarce, and the copy there and back is exact.
+            _original = weight.detach().to(CPU).clone();
             _original.MoveToOuterDisposeScope();
         }
-        var sum = _original.to(ScalarType.Float32, copy: true);
+        var sum = _original.to(ScalarType.Float32, weight.device, copy: true);
         foreach (var e in fused)
         {
             var up = e.Up.to(ScalarType.Float32).flatten(1);
