@@ -14,9 +14,9 @@ internal static class Layers
     private static readonly string[] UnderBlocks = [.. Bottom, "Abstractions"];
     // The neural-network blocks the model parts share (one ResnetBlock2D, one Attention for the UNet and the VAE).
     private static readonly string[] UnderParts = [.. UnderBlocks, "Layers"];
-    private static readonly string[] Parts = ["Text", "UNet", "Vae", "Schedulers"];
-    // LoRA and other adapters: they hook the Linear and Conv2d modules of any part by path, knowing no part's types.
-    private static readonly string[] AdapterLayers = ["Adapters"];
+    // Adapters (LoRA) stand beside the model parts: they hook the Linear and Conv2d modules of any part by path, knowing
+    // no part's types, and the layers above use them as they use the parts.
+    private static readonly string[] Parts = ["Text", "UNet", "Vae", "Schedulers", "Adapters"];
 
     public static readonly IReadOnlyDictionary<string, string[]> MayUse = new Dictionary<string, string[]>
     {
@@ -31,9 +31,9 @@ internal static class Layers
         ["Schedulers"] = UnderParts,
         ["Adapters"] = UnderBlocks,
         // On top: Loading reads whole-model files into parts, Pipelines assemble and run them, Integration adapts them.
-        ["Loading"] = [.. UnderParts, .. Parts, .. AdapterLayers],
-        ["Pipelines"] = [.. UnderParts, .. Parts, .. AdapterLayers, "Loading"],
-        ["Integration"] = [.. UnderParts, .. Parts, .. AdapterLayers, "Loading", "Pipelines"],
+        ["Loading"] = [.. UnderParts, .. Parts],
+        ["Pipelines"] = [.. UnderParts, .. Parts, "Loading"],
+        ["Integration"] = [.. UnderParts, .. Parts, "Loading", "Pipelines"],
         // Beside everything: Hub downloads model files (HTTP and the cache), knowing nothing of the model parts.
         ["Hub"] = Bottom,
     };
