@@ -160,6 +160,28 @@ public class LoraBehaviourTests
     }
 
     [Test]
+    public void ALoraInThePipelineOptionsThatDoesNotFitFailsTheLoad()
+    {
+        string bad = Path.Combine(_dir, "bad.safetensors");
+        TestLoras.Save(bad, new() { ["lora_unet_nowhere.lora_down.weight"] = zeros(4, 8), ["lora_unet_nowhere.lora_up.weight"] = zeros(8, 4) });
+        var options = new PipelineOptions { Loras = [new LoraSource(WriteLora()), new LoraSource(bad)] };
+        var e = Assert.ThrowsAsync<InvalidDataException>(() => StableDiffusionPipeline.LoadAsync(GeneratedModel.Folder, options))!;
+        Assert.That(e.Message, Does.Contain("'lora_unet_nowhere'").And.Contain("bad.safetensors"));
+    }
+
+    [Test]
+    public async Task PipelineOptionsLorasCanStartFused()
+    {
+        string file = WriteLora();
+        _pipeline.Loras.Load(file);
+        using var unfused = await _pipeline.GenerateAsync("x", Options());
+        await using var fusedPipeline = await StableDiffusionPipeline.LoadAsync(GeneratedModel.Folder, new PipelineOptions { Loras = [new LoraSource(file) { Fuse = true }] });
+        Assert.That(fusedPipeline.Loras.Loaded.Single().IsFused, Is.True);
+        using var fused = await fusedPipeline.GenerateAsync("x", Options());
+        AssertTensor.MaxAbsClose(fused.Pixels, unfused.Pixels, 1e-4, "loaded fused against applied at run time");
+    }
+
+    [Test]
     public void BadChoicesAreRefusedWithTheirNames()
     {
         _pipeline.Loras.Load(WriteLora());
