@@ -34,6 +34,7 @@ internal static class GenerateCommand
         var clipSkip = new Option<int>("--clip-skip") { Description = "Text encoder layers to skip at the end (0 = none)." };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
+        var lora = new Option<string[]>("--lora") { Description = "A LoRA file (kohya/A1111 or diffusers/PEFT .safetensors, or a diffusers LoRA folder) with an optional scale, FILE[:scale] (default 1); repeatable.", AllowMultipleArgumentsPerToken = false };
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
@@ -58,6 +59,7 @@ internal static class GenerateCommand
                 if (spacing is not null && !(overrides?.ContainsKey("timestep_spacing") ?? false))
                     (overrides ??= new Dictionary<string, string>())["timestep_spacing"] = spacing;
             }
+            var loras = LoraArguments.Parse(parse.GetValue(lora));
             bool replace = parse.GetValue(overwrite);
             var targets = OutputFiles.Prepare(parse.GetValue(output)!, n, replace);
             string promptText = parse.GetValue(prompt)!;
@@ -75,6 +77,7 @@ internal static class GenerateCommand
                 LoggerFactory = loggerFactory,
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
+            pipelineOptions = pipelineOptions with { Loras = loras };
             var options = new GenerationOptions
             {
                 NegativePrompt = parse.GetValue(negative),
@@ -126,6 +129,7 @@ internal static class GenerateCommand
             stderr.WriteLine(Timings(load, result.Timings, userSteps, clock.Elapsed));
             return 0;
         });
+        command.Options.Add(lora);
         return command;
     }
 

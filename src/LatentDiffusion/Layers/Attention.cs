@@ -136,8 +136,8 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     public (Tensor Key, Tensor Value) ProjectKeyValue(Tensor context)
     {
         using var scope = NewDisposeScope();
-        var key = SplitHeads(_toK.forward(context));
-        var value = SplitHeads(_toV.forward(context));
+        var key = SplitHeads(_toK.call(context));
+        var value = SplitHeads(_toV.call(context));
         scope.MoveToOuter(key, value);
         return (key, value);
     }
@@ -151,7 +151,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         using var scope = NewDisposeScope();
         long batch = hidden.shape[0];
         // Views keep their base alive: the projections and views are freed explicitly once attention has used them.
-        using var projectedQuery = _toQ.forward(hidden);
+        using var projectedQuery = _toQ.call(hidden);
         var query = SplitHeads(projectedQuery);
         if (key.shape[0] != batch)
         {
@@ -170,7 +170,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         using (var headsLast = attended.transpose(1, 2)) merged = headsLast.reshape(batch, -1, Heads * HeadDim);
         attended.Dispose();
         using var _ = merged;
-        return _toOut.forward(merged).MoveToOuterDisposeScope();
+        return _toOut.call(merged).MoveToOuterDisposeScope();
     }
 
     private Tensor ForwardSpatial(Tensor input)

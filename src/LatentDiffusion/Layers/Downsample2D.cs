@@ -32,9 +32,9 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
     /// <summary><c>[b, c, h, w]</c> → <c>[b, out, ⌈h/2⌉, ⌈w/2⌉]</c> (with the default padding).</summary>
     public override Tensor forward(Tensor input)
     {
-        if (_padding != 0) return _conv.forward(input);
+        if (_padding != 0) return _conv.call(input);
         // The original LDM checkpoints pad asymmetrically; the reference keeps that when padding is 0.
         using var scope = NewDisposeScope();
-        return _conv.forward(nn.functional.pad(input, [0, 1, 0, 1])).MoveToOuterDisposeScope();
+        return _conv.call(nn.functional.pad(input, [0, 1, 0, 1])).MoveToOuterDisposeScope();
     }
 }

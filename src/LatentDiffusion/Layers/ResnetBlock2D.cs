@@ -69,11 +69,11 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         using var scope = NewDisposeScope();
         // Full-size intermediates are released as soon as they are consumed, as reference counting does in the
         // reference; the scope only catches the small ones.
-        var h = Eager.Consume(Eager.Consume(_norm1.forward(input), _act), _conv1.forward);
+        var h = Eager.Consume(Eager.Consume(_norm1.forward(input), _act), _conv1.call);
         if (temb is not null && _timeEmbProj is not null)
-            h.add_(_timeEmbProj.forward(_timeAct(temb)).unsqueeze(-1).unsqueeze(-1));
-        h = Eager.Consume(Eager.Consume(Eager.Consume(h, _norm2.forward), _act), _conv2.forward);
-        var output = _convShortcut is null ? h.add_(input) : Eager.Consume(_convShortcut.forward(input), sc => h.add_(sc));
+            h.add_(_timeEmbProj.call(_timeAct(temb)).unsqueeze(-1).unsqueeze(-1));
+        h = Eager.Consume(Eager.Consume(Eager.Consume(h, _norm2.forward), _act), _conv2.call);
+        var output = _convShortcut is null ? h.add_(input) : Eager.Consume(_convShortcut.call(input), sc => h.add_(sc));
         if (_outputScaleFactor != 1.0) output.div_(_outputScaleFactor);
         return output.MoveToOuterDisposeScope();
     }

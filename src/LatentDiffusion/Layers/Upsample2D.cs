@@ -37,6 +37,6 @@ public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
         var up = outputSize is null
             ? nn.functional.interpolate(input, scale_factor: [2.0, 2.0], mode: InterpolationMode.Nearest)
             : nn.functional.interpolate(input, size: outputSize, mode: InterpolationMode.Nearest);
-        return _conv.forward(up).MoveToOuterDisposeScope();
+        return _conv.call(up).MoveToOuterDisposeScope();
     }
 }

@@ -162,4 +162,10 @@ public sealed record GenerationOptions
     /// concatenates them (AUTOMATIC1111's convention); the negative prompt is padded to the same number of chunks.
     /// </summary>
     public bool TruncateLongPrompts { get; init; }
+
+    /// <summary>
+    /// The LoRAs this generation applies, by the name they were loaded under, each with its scale; loaded LoRAs not
+    /// named are left out. Null (the default) applies every loaded LoRA with its own scale. See docs/lora.md.
+    /// </summary>
+    public IReadOnlyList<LatentDiffusion.Adapters.LoraWeight>? Loras { get; init; }
 }

@@ -58,4 +58,10 @@ public sealed record PipelineOptions
     /// Null keeps the model's.
     /// </summary>
     public string? VaeFile { get; init; }
+
+    /// <summary>
+    /// LoRA files loaded into the pipeline when it is created (<see cref="StableDiffusionPipeline.Loras"/>), each with its
+    /// scale and optionally fused. A file that does not fit the model fails the load. See docs/lora.md.
+    /// </summary>
+    public IReadOnlyList<LatentDiffusion.Adapters.LoraSource>? Loras { get; init; }
 }

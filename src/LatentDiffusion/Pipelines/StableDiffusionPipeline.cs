@@ -63,6 +63,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         vae.UseTiling |= options.VaeTiling;
         if (textEncoder.HiddenSize != unet.CrossAttentionDim)
             throw new ArgumentException($"The text encoder's hidden size ({textEncoder.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim}).");
+        LoadLoras(options.Loras);
     }
 
     /// <summary>Loads a pipeline from a diffusers folder or a single-file <c>.safetensors</c> checkpoint (format detected).</summary>
@@ -73,7 +74,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// their config (missing, unexpected, mis-shaped, integer or non-finite tensors).</exception>
     /// <exception cref="NotSupportedException">The model uses a feature this library does not implement.</exception>
     public static Task<StableDiffusionPipeline> LoadAsync(string path, PipelineOptions? options = null, CancellationToken cancellationToken = default)
-        => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
+        => Task.Run(() => LoadWithLoras(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
 
     /// <summary>The tokenizer (replaced by one that knows the new tokens when a textual inversion is loaded).</summary>
     public ITokenizer Tokenizer { get; private set; }
@@ -136,6 +137,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     private GenerationResult Run(string prompt, GenerationOptions options, IProgress<DiffusionProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
+        using var loras = UseLoras(options);
         var device = UNet.Device;
         var dtype = UNet.DType;
         int perPrompt = options.ImagesPerPrompt;
@@ -417,6 +419,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
 
     private void ReleaseComponents()
     {
+        ReleaseLoras();
         if (!_ownsComponents) return;
         TextEncoder.Dispose();
         if (TextEncoder2 is not null && !ReferenceEquals(TextEncoder2, TextEncoder)) TextEncoder2.Dispose();

@@ -37,7 +37,7 @@ internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
         Tensor Heads(Tensor t) => t.view(b, n, _heads, d / _heads).transpose(1, 2);
         // The default scale 1/sqrt(head_dim) is CLIP's.
-        var o = nn.functional.scaled_dot_product_attention(Heads(_qProj.forward(x)), Heads(_kProj.forward(x)), Heads(_vProj.forward(x)), null, 0.0, true);
-        return _outProj.forward(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
+        var o = nn.functional.scaled_dot_product_attention(Heads(_qProj.call(x)), Heads(_kProj.call(x)), Heads(_vProj.call(x)), null, 0.0, true);
+        return _outProj.call(o.transpose(1, 2).reshape(b, n, d)).MoveToOuterDisposeScope();
     }
 }

@@ -28,13 +28,13 @@ internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = _fc1.forward(x);
+        var h = _fc1.call(x);
         h = _activation switch
         {
             // OpenAI's sigmoid approximation of GELU, which the SD 1.x text encoder was trained with.
             ClipActivation.QuickGelu => h * sigmoid(h * 1.702),
             _ => nn.functional.gelu(h),
         };
-        return _fc2.forward(h).MoveToOuterDisposeScope();
+        return _fc2.call(h).MoveToOuterDisposeScope();
     }
 }

@@ -34,6 +34,6 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        return _out.forward(_gate.forward(input)).MoveToOuterDisposeScope();
+        return _out.call(_gate.forward(input)).MoveToOuterDisposeScope();
     }
 }

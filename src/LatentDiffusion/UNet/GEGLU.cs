@@ -30,7 +30,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var halves = _proj.forward(input).chunk(2, -1);
+        var halves = _proj.call(input).chunk(2, -1);
         // Exact (erf) GELU, as the reference; computed into a new tensor, then gated in place.
         var gate = nn.functional.gelu(halves[1]);
         // In place only without autograd: the product's backward needs the gate's values.

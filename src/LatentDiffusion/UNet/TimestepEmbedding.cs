@@ -54,9 +54,9 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
         if (condition is not null)
         {
             if (_condProj is null) throw new ArgumentException("This time embedding has no condition projection (time_cond_proj_dim is null), so it takes no timestep condition.", nameof(condition));
-            sample = sample + _condProj.forward(condition);
+            sample = sample + _condProj.call(condition);
         }
-        var h = _linear2.forward(_act(_linear1.forward(sample)));
+        var h = _linear2.call(_act(_linear1.call(sample)));
         if (_postAct is not null) h = _postAct(h);
         return h.MoveToOuterDisposeScope();
     }

@@ -77,19 +77,19 @@ public sealed class Transformer2DModel : nn.Module<Tensor, CrossAttentionContext
             if (_useLinearProjection)
             {
                 using var tokens = normed.permute(0, 2, 3, 1).reshape(b, height * width, c);
-                h = _projIn.forward(tokens);
+                h = _projIn.call(tokens);
             }
             else
             {
-                using var projected = _projIn.forward(normed);
+                using var projected = _projIn.call(normed);
                 h = projected.permute(0, 2, 3, 1).reshape(b, height * width, _innerDim);
             }
         }
         foreach (var block in _blocks) h = Eager.Replace(h, block.forward(h, context));
         if (_useLinearProjection)
-            h = _projOut.forward(h).reshape(b, height, width, c).permute(0, 3, 1, 2).contiguous();
+            h = _projOut.call(h).reshape(b, height, width, c).permute(0, 3, 1, 2).contiguous();
         else
-            h = _projOut.forward(h.reshape(b, height, width, _innerDim).permute(0, 3, 1, 2).contiguous());
+            h = _projOut.call(h.reshape(b, height, width, _innerDim).permute(0, 3, 1, 2).contiguous());
         return h.add_(input).MoveToOuterDisposeScope();
     }
 }

@@ -332,7 +332,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         if (added is not null) emb = emb + AddedEmbedding(added);
         if (_timeEmbedAct is not null) emb = _timeEmbedAct(emb);
 
-        var hidden = _convIn.forward(sample);
+        var hidden = _convIn.call(sample);
         var skips = new List<Tensor> { hidden };
         for (int i = 0; i < _downBlocks.Length; i++)
         {
@@ -366,7 +366,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         }
         cancellationToken.ThrowIfCancellationRequested();
 
-        var output2 = _convOut.forward(_convAct(_convNormOut.forward(hidden)));
+        var output2 = _convOut.call(_convAct(_convNormOut.forward(hidden)));
         return output2.MoveToOuterDisposeScope();
     }
 

@@ -1,0 +1,229 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Adapters;
+
+/// <summary>
+/// The LoRA seam of one <see cref="Linear"/> or <see cref="Conv2d"/>: a forward hook that adds, for every adapter on the
+/// module, scale · alpha / rank · up(down(x)) to the module's output (the down projection of a convolution with the
+/// module's own stride, padding and dilation, the up projection 1×1), and the fusing of adapters into the weight.
+/// </summary>
+/// <remarks>
+/// The model's blocks call these modules through <c>call</c> (which runs hooks) rather than <c>forward</c>; the seam tests
+/// hold every block to that. Fusing keeps the original weight (in CPU memory) and rebuilds the fused one from it as original +
+/// Σ scale · alpha / rank · up · down (in float32), so unfusing restores the original bit for bit.
+/// </remarks>
+internal sealed class LoraLayer : IDisposable
+{
+    private readonly nn.Module<Tensor, Tensor> _module;
+    private readonly string _path;
+    private readonly List<Entry> _entries = [];
+    private readonly Func<LoraAdapter, double> _scaleOf;
+    private readonly IDisposable _hook;
+    private Tensor? _original;
+    private bool _disposed;
+
+    private sealed class Entry(LoraAdapter adapter, Tensor down, Tensor up, double alphaOverRank)
+    {
+        public LoraAdapter Adapter { get; } = adapter;
+        public Tensor Down { get; } = down;
+        public Tensor Up { get; } = up;
+        public double AlphaOverRank { get; } = alphaOverRank;
+        public double? FusedScale { get; set; }
+    }
+
+    private sealed class Remover(Action remove) : IDisposable
+    {
+        public void Dispose() => remove();
+    }
+
+    /// <summary>Hooks <paramref name="module"/>; <paramref name="scaleOf"/> gives each adapter's scale for the current call.</summary>
+    public LoraLayer(nn.Module module, string path, Func<LoraAdapter, double> scaleOf)
+    {
+        _path = path;
+        _scaleOf = scaleOf;
+        switch (module)
+        {
+            case Linear linear:
+                _module = linear;
+                _hook = new Remover(linear.register_forward_hook(Hook).remove);
+                break;
+            case Conv2d conv:
+                if (conv.groups != 1 || conv.padding_mode != PaddingModes.Zeros || conv.padding is null)
+                    throw new NotSupportedException($"Module '{path}' is a grouped or non-zero-padded convolution; a LoRA cannot be applied to it.");
+                _module = conv;
+                _hook = new Remover(conv.register_forward_hook(Hook).remove);
+                break;
+            default:
+                throw new NotSupportedException($"Module '{path}' is a {module.GetType().Name}; a LoRA applies to Linear and Conv2d modules.");
+        }
+    }
+
+    /// <summary>The module's path in its part.</summary>
+    public string Path => _path;
+
+    /// <summary>True when no adapter is left on the module.</summary>
+    public bool IsEmpty => _entries.Count == 0;
+
+    private Tensor Weight => _module switch { Linear l => l.weight!, Conv2d c => c.weight, _ => throw new InvalidOperationException() };
+
+    /// <summary>
+    /// Checks that <paramref name="lora"/> fits the module: widths, and for a convolution a down kernel equal to the
+    /// module's. Returns a problem description, or null when it fits.
+    /// </summary>
+    public static string? Mismatch(nn.Module module, LoraModule lora)
+    {
+        long rank = lora.Rank;
+        switch (module)
+        {
+            case Linear linear:
+                if (lora.Down.dim() == 4 && (lora.Down.shape[2] != 1 || lora.Down.shape[3] != 1))
+                    return $"a {lora.Down.shape[2]}x{lora.Down.shape[3]} convolution LoRA for a linear module";
+                if (lora.InFeatures != linear.in_features || lora.OutFeatures != linear.out_features)
+                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {rank}), the module {linear.in_features} -> {linear.out_features}";
+                return null;
+            case Conv2d conv:
+                long kh = lora.Down.dim() == 4 ? lora.Down.shape[2] : 1, kw = lora.Down.dim() == 4 ? lora.Down.shape[3] : 1;
+                if (lora.InFeatures != conv.in_channels || lora.OutFeatures != conv.out_channels)
+                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} channels (rank {rank}), the module {conv.in_channels} -> {conv.out_channels}";
+                if (kh != conv.kernel_size[0] || kw != conv.kernel_size[1])
+                    return $"LoRA down kernel {kh}x{kw}, the module's kernel {conv.kernel_size[0]}x{conv.kernel_size[1]}";
+                return null;
+            default:
+                return $"a {module.GetType().Name} cannot take a LoRA";
+        }
+    }
+
+    /// <summary>Adds an adapter's update; its tensors are copied to the module's device and dtype, in the module's shapes.</summary>
+    public void Add(LoraAdapter adapter, LoraModule lora)
+    {
+        var weight = Weight;
+        Tensor down, up;
+        if (_module is Conv2d)
+        {
+            down = lora.Down.dim() == 4 ? lora.Down : lora.Down.view(lora.Down.shape[0], lora.Down.shape[1], 1, 1);
+            up = lora.Up.dim() == 4 ? lora.Up : lora.Up.view(lora.Up.shape[0], lora.Up.shape[1], 1, 1);
+        }
+        else
+        {
+            down = lora.Down.flatten(1);
+            up = lora.Up.flatten(1);
+        }
+        _entries.Add(new Entry(adapter, Copy(down, weight), Copy(up, weight), lora.Alpha / lora.Rank));
+    }
+
+    private static Tensor Copy(Tensor t, Tensor like)
+    {
+        using var scope = NewDisposeScope();
+        return t.to(like.dtype, like.device).clone().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Removes an adapter's update (unfusing it first when fused).</summary>
+    public void Remove(LoraAdapter adapter)
+    {
+        var entry = _entries.FirstOrDefault(e => e.Adapter == adapter);
+        if (entry is null) return;
+        if (entry.FusedScale is not null)
+        {
+            entry.FusedScale = null;
+            Refuse();
+        }
+        _entries.Remove(entry);
+        entry.Down.Dispose();
+        entry.Up.Dispose();
+    }
+
+    /// <summary>Fuses an adapter into the weight at <paramref name="scale"/>; the hook then leaves it out.</summary>
+    public void Fuse(LoraAdapter adapter, double scale)
+    {
+        var entry = _entries.FirstOrDefault(e => e.Adapter == adapter);
+        if (entry is null) return;
+        entry.FusedScale = scale;
+        Refuse();
+    }
+
+    /// <summary>Takes an adapter out of the weight again; the hook applies it at run time from then on.</summary>
+    public void Unfuse(LoraAdapter adapter)
+    {
+        var entry = _entries.FirstOrDefault(e => e.Adapter == adapter);
+        if (entry?.FusedScale is null) return;
+        entry.FusedScale = null;
+        Refuse();
+    }
+
+    /// <summary>W = W₀ + Σ over fused adapters of scale · alpha / rank · up · down, from the kept W₀; W₀ itself when none is fused.</summary>
+    private void Refuse()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var weight = Weight;
+        var fused = _entries.Where(e => e.FusedScale is not null).ToList();
+        if (fused.Count == 0)
+        {
+            if (_original is null) return;
+            weight.copy_(_original);
+            _original.Dispose();
+            _original = null;
+            return;
+        }
+        if (_original is null)
+        {
+            // Kept in CPU memory: fusing is rare, device memory is scarce, and the copy there and back is exact.
+            _original = weight.detach().to(CPU).clone();
+            _original.MoveToOuterDisposeScope();
+        }
+        var sum = _original.to(ScalarType.Float32, weight.device, copy: true);
+        foreach (var e in fused)
+        {
+            var up = e.Up.to(ScalarType.Float32).flatten(1);
+            var down = e.Down.to(ScalarType.Float32).flatten(1);
+            sum.add_(up.matmul(down).view(weight.shape), alpha: e.FusedScale!.Value * e.AlphaOverRank);
+        }
+        weight.copy_(sum);
+    }
+
+    private Tensor Hook(nn.Module<Tensor, Tensor> module, Tensor input, Tensor output)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Tensor result = output;
+        foreach (var e in _entries)
+        {
+            if (e.FusedScale is not null) continue;
+            double scale = _scaleOf(e.Adapter);
+            if (scale == 0) continue;
+            double factor = scale * e.AlphaOverRank;
+            using var scope = NewDisposeScope();
+            Tensor delta;
+            if (module is Conv2d conv)
+            {
+                var h = nn.functional.conv2d(input, e.Down, null, conv.stride, conv.padding, conv.dilation);
+                delta = nn.functional.conv2d(h, e.Up);
+            }
+            else
+            {
+                delta = nn.functional.linear(nn.functional.linear(input, e.Down), e.Up);
+            }
+            // In place when nothing records gradients: the output is the module's fresh result, which the caller owns.
+            if (is_grad_enabled()) result = (result + delta.mul_(factor)).MoveToOuterDisposeScope();
+            else result.add_(delta, alpha: factor);
+        }
+        return result;
+    }
+
+    /// <summary>Unfuses everything, removes the hook and frees the adapters' copies.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        foreach (var e in _entries) e.FusedScale = null;
+        Refuse();
+        _hook.Dispose();
+        foreach (var e in _entries)
+        {
+            e.Down.Dispose();
+            e.Up.Dispose();
+        }
+        _entries.Clear();
+        _disposed = true;
+    }
+}

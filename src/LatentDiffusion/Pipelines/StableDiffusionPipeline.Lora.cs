@@ -1,0 +1,86 @@
+using LatentDiffusion.Adapters;
+using LatentDiffusion.Text;
+using Microsoft.Extensions.Logging;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Pipelines;
+
+public sealed partial class StableDiffusionPipeline
+{
+    private LoraAdapters? _loras;
+    private bool _optionLorasLoaded;
+
+    /// <summary>
+    /// The LoRAs of this pipeline's text encoder and UNet: load, unload, fuse and unfuse them
+    /// (<see cref="LoraAdapters"/>); <see cref="GenerationOptions.Loras"/> chooses them per generation. Needs the
+    /// library's own components (TorchSharp modules); see docs/lora.md.
+    /// </summary>
+    public LoraAdapters Loras
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
+            return LazyInitializer.EnsureInitialized(ref _loras, CreateLoras);
+        }
+    }
+
+    private LoraAdapters CreateLoras()
+    {
+        var targets = new List<LoraTarget>();
+        if (UNet is nn.Module unet) targets.Add(new LoraTarget("unet", unet, SgmNames: true));
+        // The reference's CLIP paths start with text_model.; ours start below it.
+        if (TextEncoder is ClipTextModel clip) targets.Add(new LoraTarget("text_encoder", clip, "text_model."));
+        else if (TextEncoder is nn.Module text) targets.Add(new LoraTarget("text_encoder", text));
+        return new LoraAdapters(targets);
+    }
+
+    /// <summary>
+    /// <see cref="ModelLoader.Load"/>, then <see cref="PipelineOptions.Loras"/> unless the constructor that built the
+    /// pipeline loaded them already (every constructor should; this keeps a model family whose constructor does not
+    /// from ignoring them).
+    /// </summary>
+    private static StableDiffusionPipeline LoadWithLoras(string path, PipelineOptions options, CancellationToken cancellationToken)
+    {
+        var pipeline = ModelLoader.Load(path, options, cancellationToken);
+        if (pipeline._optionLorasLoaded) return pipeline;
+        try
+        {
+            pipeline.LoadLoras(options.Loras);
+            return pipeline;
+        }
+        catch
+        {
+            pipeline.Dispose();
+            throw;
+        }
+    }
+
+    private void LoadLoras(IReadOnlyList<LoraSource>? sources)
+    {
+        _optionLorasLoaded = true;
+        if (sources is null || sources.Count == 0) return;
+        try
+        {
+            foreach (var source in sources)
+            {
+                ArgumentNullException.ThrowIfNull(source, nameof(PipelineOptions.Loras));
+                var adapter = Loras.Load(source.Path, source.Name, source.Scale);
+                if (source.Fuse) Loras.Fuse(adapter.Name);
+                _logger.LogInformation("Loaded LoRA {Name} from {Path} ({Format}, {Modules} modules, scale {Scale}{Fused})",
+                    adapter.Name, adapter.Path, adapter.Format, adapter.ModuleCount, adapter.Scale, adapter.IsFused ? ", fused" : "");
+            }
+        }
+        catch
+        {
+            ReleaseLoras();
+            throw;
+        }
+    }
+
+    /// <summary>The scope in which a generation's LoRA choice applies; null when no LoRA was ever loaded and none is asked for.</summary>
+    private IDisposable? UseLoras(GenerationOptions options)
+        => _loras is null && options.Loras is null ? null : Loras.Use(options.Loras);
+
+    private void ReleaseLoras() => Interlocked.Exchange(ref _loras, null)?.Dispose();
+}
