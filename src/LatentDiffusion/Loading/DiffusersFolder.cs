@@ -14,7 +14,7 @@ public sealed class DiffusersFolder
         ["vae"] = ["AutoencoderKL"],
     };
 
-    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
+    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"];
 
     private DiffusersFolder(string root, JsonConfig index) { Root = root; Index = index; }
 
