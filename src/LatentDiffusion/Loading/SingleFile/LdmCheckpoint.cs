@@ -137,7 +137,8 @@ public sealed class LdmCheckpoint : IDisposable
         var scheduler = CheckpointConfigInference.DefaultScheduler(path);
         if (configDirectory is not null)
         {
-            unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!);
+            // The UNet's input width comes from its weights: an inpainting file (9 channels) loads with an ordinary folder's configs.
+            unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!, ["in_channels"]);
             vae = CheckpointConfigInference.Overlay(vae, Config("vae", "config.json")!);
             text = CheckpointConfigInference.Overlay(text, textConfigPath!);
             scheduler = CheckpointConfigInference.Overlay(scheduler, Config("scheduler", "scheduler_config.json")!);
