@@ -96,7 +96,8 @@ public sealed record GenerationOptions
     /// Inpainting: which part of <see cref="InitImage"/> to repaint, as the reference's <c>mask_image</c>. White (any pixel
     /// whose gray value is at least half intensity) is repainted, black is kept; the mask is resized to the generation's
     /// size, so it may be of another size than the init image. Needs an init image; <see cref="Strength"/> applies as in
-    /// image-to-image (1 repaints the masked part from pure noise). A 9-channel inpainting UNet takes the mask and the
+    /// image-to-image (1 repaints the masked part from pure noise; the reference's inpainting pipeline defaults to 1, this
+    /// record to 0.8). A 9-channel inpainting UNet takes the mask and the
     /// masked image as input; an ordinary 4-channel model puts the init image back outside the mask after every step.
     /// See docs/inpainting.md.
     /// </summary>

@@ -244,6 +244,27 @@ public class InpaintingTests
     }
 
     [Test]
+    public void ACropOfAnotherAspectIsFittedAndTheGapFilledWithItsEdgeRows()
+    {
+        // A 16x8 crop into 16x16: fitted to 16x8 in the middle (rows 4..11), rows 0..3 continue its top rows (red) and
+        // rows 12..15 its bottom rows (blue), as the reference's resize mode "fill".
+        using var image = new Image<Rgb24>(32, 32, new Rgb24(0, 255, 0));
+        for (int x = 8; x < 24; x++)
+            for (int y = 4; y < 12; y++)
+                image[x, y] = y < 7 ? new Rgb24(255, 0, 0) : y >= 9 ? new Rgb24(0, 0, 255) : new Rgb24(9, 9, 9);
+        using var filled = MaskCrop.CropAndFill(image, new CropRegion(8, 4, 24, 12), 16, 16);
+        Assert.That((filled.Width, filled.Height), Is.EqualTo((16, 16)));
+        for (int x = 0; x < 16; x++)
+        {
+            for (int y = 0; y < 4; y++) Assert.That(filled[x, y], Is.EqualTo(new Rgb24(255, 0, 0)), $"top fill ({x}, {y})");
+            for (int y = 12; y < 16; y++) Assert.That(filled[x, y], Is.EqualTo(new Rgb24(0, 0, 255)), $"bottom fill ({x}, {y})");
+            Assert.That(filled[x, 4], Is.EqualTo(new Rgb24(255, 0, 0)));
+            Assert.That(filled[x, 7], Is.EqualTo(new Rgb24(9, 9, 9)));
+            Assert.That(filled[x, 11], Is.EqualTo(new Rgb24(0, 0, 255)));
+        }
+    }
+
+    [Test]
     public void PaddingMaskCropRepaintsOnlyTheRegionAndKeepsTheImageSize()
     {
         var pipeline = GeneratedModel.Pipeline;
