@@ -3,6 +3,7 @@ using LatentDiffusion.Pipelines;
 using NUnit.Framework;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Tests.Pipelines;
@@ -286,6 +287,22 @@ public class InpaintingTests
             }
         Assert.That(changedInside, Is.GreaterThan(32), "the masked pixels are repainted");
         Assert.That(region.Width * region.Height, Is.LessThan(96 * 80), "a crop, not the whole image");
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void AnInpaintingGenerationLeavesNoTensorAlive(bool crop)
+    {
+        var pipeline = GeneratedModel.Pipeline;
+        using var init = Pattern(64, 64);
+        using var mask = MaskWhere(64, 64, (x, y) => x is > 10 and < 30 && y > 20);
+        var options = Quick with { InitImage = init, Mask = mask, Strength = 0.75, ImagesPerPrompt = 2, PaddingMaskCrop = crop ? 4 : null };
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (pipeline.Generate("a cat", options)) { }
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(before), "tensors left alive");
+        using var cts = new CancellationTokenSource();
+        Assert.Throws<OperationCanceledException>(() => pipeline.Generate("a cat", options with { OnStep = a => { if (a.Step == 2) cts.Cancel(); return null; } }, null, cts.Token));
+        Assert.That(DisposeScopeManager.Statistics.ThreadTotalLiveCount, Is.EqualTo(before), "tensors left alive after cancellation");
     }
 
     // --- Errors -------------------------------------------------------------------------------------------------------
