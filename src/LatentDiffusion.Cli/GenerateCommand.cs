@@ -37,8 +37,10 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, mask, strength, count, device, dtype, clipSkip, output, overwrite,
+            model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
         };
+        // Inpainting's mask goes with the init image (before --strength in the help).
+        command.Options.Insert(command.Options.IndexOf(strength), mask);
         command.SetAction(async (parse, ct) =>
         {
             // Everything that can be wrong with the arguments or the output location is found here, before the model
