@@ -39,8 +39,6 @@ internal static class GenerateCommand
         {
             model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
         };
-        // Inpainting's mask goes with the init image (before --strength in the help).
-        command.Options.Insert(command.Options.IndexOf(strength), mask);
         command.SetAction(async (parse, ct) =>
         {
             // Everything that can be wrong with the arguments or the output location is found here, before the model
@@ -126,6 +124,8 @@ internal static class GenerateCommand
             stderr.WriteLine(Timings(load, result.Timings, userSteps, clock.Elapsed));
             return 0;
         });
+        // Inpainting's mask goes with the init image (before --strength in the help).
+        command.Options.Insert(command.Options.IndexOf(strength), mask);
         return command;
     }
 

@@ -24,12 +24,12 @@ public static class Fixtures
         Environment.GetEnvironmentVariable(Variable), Environment.GetEnvironmentVariable("CI"), FindBesideRepository()));
     private static readonly Lazy<SafetensorsFile> ReferenceLazy = new(() => SafetensorsFile.Open(Path.Combine(Root, "reference.safetensors")));
     // The reference writes Python's bare -Infinity/Infinity/NaN (lambda_min_clipped); quote them so the JSON parses.
-    private static readonly Lazy<JsonDocument> CasesLazy = new(() => ParseCases("reference.json"));
-    private static readonly Lazy<SafetensorsFile> ReferencePhase2Lazy = new(() => SafetensorsFile.Open(Path.Combine(Root, "reference-phase2.safetensors")));
-    private static readonly Lazy<JsonDocument> CasesPhase2Lazy = new(() => ParseCases("reference-phase2.json"));
+    private static readonly Lazy<JsonDocument> CasesLazy = new(() => JsonDocument.Parse(
+        System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(Path.Combine(Root, "reference.json")), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"")));
 
-    private static JsonDocument ParseCases(string file) => JsonDocument.Parse(
-        System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(Path.Combine(Root, file)), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\""));
+    private static readonly Lazy<SafetensorsFile> Phase2Lazy = new(() => SafetensorsFile.Open(Path.Combine(Root, "reference-phase2.safetensors")));
+    private static readonly Lazy<JsonDocument> Phase2CasesLazy = new(() => JsonDocument.Parse(
+        System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(Path.Combine(Root, "reference-phase2.json")), @"(?<=[:\[,]\s*)(-?Infinity|NaN)(?=\s*[,\]}])", "\"$1\"")));
 
     /// <summary>Where the fixtures are and what their absence means in this run.</summary>
     public static FixtureLocation Location => LocationLazy.Value;
@@ -58,14 +58,11 @@ public static class Fixtures
     /// <summary>An expected tensor from reference.safetensors, as float32 (or its own dtype for integers).</summary>
     public static Tensor Expected(string key) => Reference.Load(key);
 
-    /// <summary>reference-phase2.safetensors (SDXL, inpainting, LoRA, textual inversion; README "Phase 2").</summary>
-    public static SafetensorsFile ReferencePhase2 { get { Require(); return ReferencePhase2Lazy.Value; } }
+    /// <summary>reference-phase2.json's cases (SDXL, inpainting, LoRA, textual inversion; README "Phase 2").</summary>
+    public static IEnumerable<JsonElement> Phase2Cases { get { Require(); return Phase2CasesLazy.Value.RootElement.GetProperty("cases").EnumerateArray(); } }
 
-    /// <summary>reference-phase2.json's cases.</summary>
-    public static IEnumerable<JsonElement> CasesPhase2 { get { Require(); return CasesPhase2Lazy.Value.RootElement.GetProperty("cases").EnumerateArray(); } }
-
-    /// <summary>An expected tensor from reference-phase2.safetensors, as <see cref="Expected"/>.</summary>
-    public static Tensor ExpectedPhase2(string key) => ReferencePhase2.Load(key);
+    /// <summary>An expected tensor from reference-phase2.safetensors, as stored.</summary>
+    public static Tensor ExpectedPhase2(string key) { Require(); return Phase2Lazy.Value.Load(key); }
 
     /// <summary>
     /// A <c>TestCaseSource</c> body whose cases come from the fixtures. With the fixtures (or when they are required) it is

@@ -14,11 +14,11 @@ namespace LatentDiffusion.Tests.Pipelines;
 /// </summary>
 public class InpaintParityTests
 {
-    public static IEnumerable<TestCaseData> Cases() => Fixtures.CaseSource(() => Fixtures.CasesPhase2
+    public static IEnumerable<TestCaseData> Cases() => Fixtures.CaseSource(() => Fixtures.Phase2Cases
         .Where(c => c.GetProperty("kind").GetString() == "inpaint")
         .Select(c => new TestCaseData(c.GetProperty("key").GetString()).SetName("inpaint " + c.GetProperty("key").GetString())), "");
 
-    internal static JsonElement Case(string key) => Fixtures.CasesPhase2.Single(c => c.TryGetProperty("key", out var k) && k.GetString() == key);
+    internal static JsonElement Case(string key) => Fixtures.Phase2Cases.Single(c => c.TryGetProperty("key", out var k) && k.GetString() == key);
 
     /// <summary>The stored init image (HWC, k/255) as 8-bit RGB.</summary>
     internal static Image<Rgb24> InitImage()
