@@ -16,9 +16,8 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>
-/// Stable Diffusion 1.x/2.x: text-to-image, image-to-image and inpainting (<see cref="GenerationOptions.Mask"/>; 9-channel
-/// inpainting UNets and ordinary ones) with classifier-free guidance, step for step as the reference pipelines
-/// (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>, <c>StableDiffusionInpaintPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
+/// Stable Diffusion 1.x/2.x: text-to-image and image-to-image with classifier-free guidance, step for step as the
+/// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
 /// One instance serves any number of sequential or concurrent generations: all per-generation state lives in the
 /// scheduler run and the generation's own tensors. Disposing it while generations run stops them at their next check
 /// (between UNet and VAE blocks) with <see cref="ObjectDisposedException"/> and frees the weights only after the last
@@ -149,6 +148,8 @@ public sealed class StableDiffusionPipeline : IPipeline
         var initImage = options.InitImage ?? pixelInit;
         using var pixelMask = options.Mask is null ? options.MaskPixels?.ToImage() : null;
         var mask = options.Mask ?? pixelMask;
+        // Inpainting (the reference's StableDiffusionInpaintPipeline): see Inpainting and GenerationOptions.Mask.
+        Inpainting? inpainting = null;
 
         var scheduler = SchedulerFor(options);
 
@@ -168,7 +169,6 @@ public sealed class StableDiffusionPipeline : IPipeline
         if (generators.PerImage && run is SchedulerRun perImageRun) perImageRun.UsePerImageGenerators(generators.Generators);
         IReadOnlyList<double> timesteps = run.Timesteps;
         Tensor latents;
-        Inpainting? inpainting = null;
         if (initImage is null)
         {
             latents = PrepareLatents(options, perPrompt, device, dtype, generators, run);
