@@ -26,12 +26,11 @@ internal sealed class Inpainting
     private readonly Tensor? _maskInput;
     private readonly Tensor? _maskedImageInput;
     private readonly ISchedulerRun _run;
-    private readonly IReadOnlyList<double> _timesteps;
     private readonly Image<Rgb24> _original;
     private readonly Image<Rgb24> _maskImage;
 
     private Inpainting(bool nineChannel, Tensor latents, Tensor? imageLatents, Tensor noise, Tensor mask, Tensor? maskInput, Tensor? maskedImageInput,
-        ISchedulerRun run, IReadOnlyList<double> timesteps, CropRegion? crop, Image<Rgb24> original, Image<Rgb24> maskImage)
+        ISchedulerRun run, CropRegion? crop, Image<Rgb24> original, Image<Rgb24> maskImage)
     {
         _nineChannel = nineChannel;
         Latents = latents;
@@ -41,7 +40,6 @@ internal sealed class Inpainting
         _maskInput = maskInput;
         _maskedImageInput = maskedImageInput;
         _run = run;
-        _timesteps = timesteps;
         Crop = crop;
         _original = original;
         _maskImage = maskImage;
@@ -158,7 +156,7 @@ internal sealed class Inpainting
             maskInput = guidance ? cat([latentMask, latentMask], 0) : latentMask;
             maskedInput = guidance ? cat([maskedImageLatents!, maskedImageLatents!], 0) : maskedImageLatents;
         }
-        return new Inpainting(nine, latents, imageLatents, noise, latentMask, maskInput, maskedInput, run, timesteps, crop, init, mask);
+        return new Inpainting(nine, latents, imageLatents, noise, latentMask, maskInput, maskedInput, run, crop, init, mask);
     }
 
     /// <summary>The UNet's input: the scaled latents, with the mask and the masked image's latents for a 9-channel UNet.</summary>
@@ -166,13 +164,14 @@ internal sealed class Inpainting
         => _nineChannel ? cat([scaledLatents, _maskInput!, _maskedImageInput!], 1) : scaledLatents;
 
     /// <summary>
-    /// The latents after step <paramref name="index"/> (0-based): unchanged for a 9-channel UNet; for a 4-channel UNet the
-    /// init image's latents outside the mask, re-noised to the next timestep (clean after the last step).
+    /// The latents after step <paramref name="index"/> (0-based) of <paramref name="timesteps"/> (the steps the loop runs):
+    /// unchanged for a 9-channel UNet; for a 4-channel UNet the init image's latents outside the mask, re-noised to the
+    /// next timestep (clean after the last step).
     /// </summary>
-    public Tensor AfterStep(Tensor latents, int index)
+    public Tensor AfterStep(Tensor latents, int index, IReadOnlyList<double> timesteps)
     {
         if (_nineChannel) return latents;
-        var known = index < _timesteps.Count - 1 ? _run.AddNoise(_imageLatents!, _noise, _timesteps[index + 1]) : _imageLatents!;
+        var known = index < timesteps.Count - 1 ? _run.AddNoise(_imageLatents!, _noise, timesteps[index + 1]) : _imageLatents!;
         return (1 - _mask) * known + _mask * latents;
     }
 

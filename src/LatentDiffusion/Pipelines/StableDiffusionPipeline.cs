@@ -214,7 +214,7 @@ public sealed class StableDiffusionPipeline : IPipeline
                     finite.Record($"classifier-free guidance at step {i + 1} of {timesteps.Count} (guidance scale {options.GuidanceScale:G6})", noisePred);
                 }
                 var next = run.Step(noisePred, t, latents);
-                if (inpainting is not null) next = inpainting.AfterStep(next, i);
+                if (inpainting is not null) next = inpainting.AfterStep(next, i, timesteps);
                 latents.Dispose();
                 latents = next.MoveToOuterDisposeScope();
                 finite.Record($"the scheduler ({run.GetType().Name}) at step {i + 1} of {timesteps.Count}", latents);
