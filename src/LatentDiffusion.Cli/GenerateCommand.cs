@@ -7,7 +7,7 @@ using SixLabors.ImageSharp;
 
 namespace LatentDiffusion.Cli;
 
-/// <summary><c>ldm generate</c>: text-to-image, or image-to-image with --init-image.</summary>
+/// <summary><c>ldm generate</c>: text-to-image, image-to-image with --init-image, inpainting with --init-image and --mask.</summary>
 internal static class GenerateCommand
 {
     public static Command Create(Option<bool> verbose, TextWriter stdout, TextWriter stderr)
@@ -27,6 +27,7 @@ internal static class GenerateCommand
         var width = new Option<int?>("--width", "-W") { Description = "Width in pixels, a multiple of 8; default: the model's size." };
         var height = new Option<int?>("--height", "-H") { Description = "Height in pixels, a multiple of 8; default: the model's size." };
         var initImage = new Option<string?>("--init-image", "-i", "--init-img") { Description = "Start image for image-to-image." };
+        var mask = new Option<string?>("--mask") { Description = "Inpainting: a mask for --init-image, white = repaint, black = keep (resized to the image, binarised at half intensity)." };
         var strength = new Option<double>("--strength") { Description = "Image-to-image: how much to change the start image, in [0, 1].", DefaultValueFactory = _ => 0.8 };
         var count = new Option<int>("--count", "-b", "--batch-count") { Description = "Images to make (1 to 64), image i with seed + i; with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
@@ -49,6 +50,8 @@ internal static class GenerateCommand
             int n = parse.GetValue(count);
             int stepCount = parse.GetValue(steps);
             double? img2imgStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
+            if (parse.GetValue(mask) is not null && parse.GetValue(initImage) is null)
+                throw new ArgumentException("--mask needs --init-image: the mask marks which part of that image to repaint.");
             CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
             var overrides = ParseOverrides(parse.GetValue(schedulerOption));
             var embeddings = promptArguments.Embeddings(parse);
@@ -78,6 +81,7 @@ internal static class GenerateCommand
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
             pipelineOptions = pipelineOptions with { Loras = loras };
+            using var maskImage = parse.GetValue(mask) is { } maskPath ? ImageLoading.Load(maskPath) : null;
             var options = new GenerationOptions
             {
                 NegativePrompt = parse.GetValue(negative),
@@ -89,6 +93,7 @@ internal static class GenerateCommand
                 Width = parse.GetValue(width),
                 Height = parse.GetValue(height),
                 InitImage = init,
+                Mask = maskImage,
                 Strength = parse.GetValue(strength),
                 ImagesPerPrompt = n,
                 ClipSkip = parse.GetValue(clipSkip),
@@ -130,6 +135,8 @@ internal static class GenerateCommand
             return 0;
         });
         command.Options.Add(lora);
+        // Inpainting's mask goes with the init image (before --strength in the help).
+        command.Options.Insert(command.Options.IndexOf(strength), mask);
         return command;
     }
 

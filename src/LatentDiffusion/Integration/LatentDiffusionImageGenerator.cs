@@ -11,7 +11,12 @@ namespace LatentDiffusion.Integration;
 /// that abstraction runs on a local model: <c>IImageGenerator g = await LatentDiffusionImageGenerator.LoadAsync("models/sd15");</c>.
 /// Images come back as PNG <see cref="DataContent"/>. <see cref="ImageGenerationOptions.AdditionalProperties"/> may carry
 /// <c>seed</c>, <c>steps</c>, <c>guidance_scale</c>, <c>negative_prompt</c>, <c>scheduler</c> and <c>strength</c>; an image in
-/// <see cref="ImageGenerationRequest.OriginalImages"/> makes it image-to-image. Image i of a response was drawn with seed
+/// <see cref="ImageGenerationRequest.OriginalImages"/> makes it image-to-image. Microsoft.Extensions.AI's request and options
+/// have no mask field, so inpainting takes the mask from <see cref="ImageGenerationOptions.AdditionalProperties"/>:
+/// <c>mask</c>, an image <see cref="DataContent"/> or the bytes of an image file (<see cref="T:byte[]"/> or
+/// <see cref="ReadOnlyMemory{T}"/> of <see cref="byte"/>), white = repaint, black = keep (not OpenAI's transparency
+/// convention), with the original image as the init image (for example through <c>EditImageAsync</c>); and optionally
+/// <c>padding_mask_crop</c> (<see cref="GenerationOptions.PaddingMaskCrop"/>). See docs/inpainting.md. Image i of a response was drawn with seed
 /// <c>seed + i</c>, which each image's <see cref="AIContent.AdditionalProperties"/> carries as <c>seed</c> (a
 /// <see cref="long"/>; -1 for images from explicit generators); <see cref="ImageGenerationResponse.RawRepresentation"/>
 /// is the first image's seed.
@@ -46,12 +51,14 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         if (options?.MediaType is { } mt && !string.Equals(mt, "image/png", StringComparison.OrdinalIgnoreCase))
             throw new NotSupportedException($"Media type '{mt}' is not supported; this generator returns image/png.");
         using var init = InitImage(request);
+        using var mask = MaskImage(options);
         var generation = _defaults with
         {
             ImagesPerPrompt = options?.Count ?? _defaults.ImagesPerPrompt,
             Width = options?.ImageSize?.Width ?? _defaults.Width,
             Height = options?.ImageSize?.Height ?? _defaults.Height,
             InitImage = init ?? _defaults.InitImage,
+            Mask = mask ?? _defaults.Mask,
         };
         if (options?.AdditionalProperties is { } extra)
         {
@@ -61,6 +68,7 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
             if (extra.TryGetValue("strength", out var st) && st is not null) generation = generation with { Strength = Convert.ToDouble(st, CultureInfo.InvariantCulture) };
             if (extra.TryGetValue("negative_prompt", out var np) && np is not null) generation = generation with { NegativePrompt = np.ToString() };
             if (extra.TryGetValue("scheduler", out var sc) && sc is not null) generation = generation with { Scheduler = sc.ToString() };
+            if (extra.TryGetValue("padding_mask_crop", out var pmc) && pmc is not null) generation = generation with { PaddingMaskCrop = Convert.ToInt32(pmc, CultureInfo.InvariantCulture) };
         }
 
         using var result = await _pipeline.GenerateAsync(request.Prompt ?? "", generation, null, cancellationToken).ConfigureAwait(false);
@@ -81,6 +89,22 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         if (data is null) return null;
         using var stream = new MemoryStream(data.Data.ToArray(), writable: false);
         return ImageLoading.Load(stream, data.Name ?? "original image");
+    }
+
+    /// <summary>The inpainting mask of <c>AdditionalProperties["mask"]</c>: an image <see cref="DataContent"/> or an image file's bytes.</summary>
+    private static Image<Rgb24>? MaskImage(ImageGenerationOptions? options)
+    {
+        if (options?.AdditionalProperties is not { } extra || !extra.TryGetValue("mask", out var value) || value is null) return null;
+        ReadOnlyMemory<byte> bytes = value switch
+        {
+            DataContent d when d.HasTopLevelMediaType("image") => d.Data,
+            DataContent d => throw new ArgumentException($"AdditionalProperties[\"mask\"] is a DataContent of media type '{d.MediaType}'; the mask must be an image."),
+            byte[] b => b,
+            ReadOnlyMemory<byte> m => m,
+            _ => throw new ArgumentException($"AdditionalProperties[\"mask\"] is a {value.GetType().Name}; give the mask as an image DataContent or as the bytes of an image file."),
+        };
+        using var stream = new MemoryStream(bytes.ToArray(), writable: false);
+        return ImageLoading.Load(stream, (value as DataContent)?.Name ?? "mask");
     }
 
     /// <inheritdoc />

@@ -29,7 +29,7 @@ public sealed class DiffusersFolder
 
     private static readonly string[] XlPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"];
 
-    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", .. XlPipelines];
+    private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline", .. XlPipelines];
 
     private DiffusersFolder(string root, JsonConfig index) { Root = root; Index = index; }
 

@@ -168,4 +168,27 @@ public sealed record GenerationOptions
     /// named are left out. Null (the default) applies every loaded LoRA with its own scale. See docs/lora.md.
     /// </summary>
     public IReadOnlyList<LatentDiffusion.Adapters.LoraWeight>? Loras { get; init; }
+
+    /// <summary>
+    /// Inpainting: which part of <see cref="InitImage"/> to repaint, as the reference's <c>mask_image</c>. White (any pixel
+    /// whose gray value is at least half intensity) is repainted, black is kept; the mask is resized to the generation's
+    /// size, so it may be of another size than the init image. Needs an init image; <see cref="Strength"/> applies as in
+    /// image-to-image (1 repaints the masked part from pure noise; the reference's inpainting pipeline defaults to 1, this
+    /// record to 0.8). A 9-channel inpainting UNet takes the mask and the
+    /// masked image as input; an ordinary 4-channel model puts the init image back outside the mask after every step.
+    /// See docs/inpainting.md.
+    /// </summary>
+    public Image<Rgb24>? Mask { get; init; }
+
+    /// <summary>The inpainting mask as raw 8-bit RGB pixels; the same as <see cref="Mask"/> otherwise (give one of the two).</summary>
+    public RgbImage? MaskPixels { get; init; }
+
+    /// <summary>
+    /// Inpainting: repaint only the region around the mask (its bounding box grown by this many pixels and widened to the
+    /// generation's aspect ratio) at the full generation size, then paste it back into the init image through the mask, as
+    /// the reference's <c>padding_mask_crop</c>. The result has the init image's size; the generation's size is
+    /// <see cref="Width"/>×<see cref="Height"/>, by default the model's native size (as the reference). The mask must have
+    /// the init image's size. Null (the default) inpaints the whole image.
+    /// </summary>
+    public int? PaddingMaskCrop { get; init; }
 }

@@ -276,13 +276,21 @@ public static partial class CheckpointConfigInference
     /// <paramref name="inferred"/> itself when there is no such file.
     /// </summary>
     /// <exception cref="InvalidDataException">The file is not a JSON object.</exception>
-    public static JsonConfig Overlay(JsonConfig inferred, string path)
+    public static JsonConfig Overlay(JsonConfig inferred, string path) => Overlay(inferred, path, []);
+
+    /// <summary>
+    /// As <see cref="Overlay(JsonConfig, string)"/>, except that the keys in <paramref name="keepInferred"/> keep the
+    /// value inferred from the weights (facts the tensor shapes state, such as an inpainting UNet's 9 input channels
+    /// under an ordinary model's config folder).
+    /// </summary>
+    public static JsonConfig Overlay(JsonConfig inferred, string path, IReadOnlyCollection<string> keepInferred)
     {
         if (!File.Exists(path)) return inferred;
         var given = JsonConfig.Load(path);
         var merged = JsonNode.Parse(inferred.Root.GetRawText())!.AsObject();
         foreach (var property in given.Root.EnumerateObject())
-            merged[property.Name] = JsonNode.Parse(property.Value.GetRawText());
+            if (!(keepInferred.Contains(property.Name) && merged.ContainsKey(property.Name)))
+                merged[property.Name] = JsonNode.Parse(property.Value.GetRawText());
         return ToConfig(merged, $"{path} (over the {inferred.Source})");
     }
 

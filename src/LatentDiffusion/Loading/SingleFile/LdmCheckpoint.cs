@@ -195,7 +195,8 @@ public sealed class LdmCheckpoint : IDisposable
         }
         if (configDirectory is not null)
         {
-            unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!);
+            // The UNet's input width comes from its weights: an inpainting file (9 channels) loads with an ordinary folder's configs.
+            unet = CheckpointConfigInference.Overlay(unet, Config("unet", "config.json")!, ["in_channels"]);
             vae = CheckpointConfigInference.Overlay(vae, Config("vae", "config.json")!);
             if (text2 is not null) text2 = CheckpointConfigInference.Overlay(text2, Config("text_encoder_2", "config.json")!);
             text = HasFirstTextEncoder ? CheckpointConfigInference.Overlay(text, textConfigPath!) : text2!;
