@@ -30,8 +30,12 @@ public sealed partial class StableDiffusionPipeline
         var targets = new List<LoraTarget>();
         if (UNet is nn.Module unet) targets.Add(new LoraTarget("unet", unet, SgmNames: true));
         // The reference's CLIP paths start with text_model.; ours start below it.
-        if (TextEncoder is ClipTextModel clip) targets.Add(new LoraTarget("text_encoder", clip, "text_model."));
-        else if (TextEncoder is nn.Module text) targets.Add(new LoraTarget("text_encoder", text));
+        // An SDXL refiner has only the second encoder (TextEncoder is then TextEncoder2): it takes no text_encoder part.
+        var first = TextEncoder2 is not null && ReferenceEquals(TextEncoder, TextEncoder2) ? null : TextEncoder;
+        if (first is ClipTextModel clip) targets.Add(new LoraTarget("text_encoder", clip, "text_model."));
+        else if (first is nn.Module text) targets.Add(new LoraTarget("text_encoder", text));
+        if (TextEncoder2 is ClipTextModel clip2) targets.Add(new LoraTarget("text_encoder_2", clip2, "text_model."));
+        else if (TextEncoder2 is nn.Module text2) targets.Add(new LoraTarget("text_encoder_2", text2));
         return new LoraAdapters(targets);
     }
 

@@ -202,7 +202,7 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
             var positions = Config.EosTokenId == 2 ? ids.argmax(-1) : ids.eq(Config.EosTokenId).to(ScalarType.Int32).argmax(-1);
             var rows = arange(ids.shape[0], dtype: ScalarType.Int64, device: Device);
             pooledOutput = normed[rows, positions];
-            if (_textProjection is not null) pooledOutput = _textProjection.forward(pooledOutput);
+            if (_textProjection is not null) pooledOutput = _textProjection.call(pooledOutput);
             pooledOutput = pooledOutput.MoveToOuterDisposeScope();
         }
         return new TextEncoderOutput(hidden.MoveToOuterDisposeScope(), pooledOutput);
