@@ -111,6 +111,15 @@ public sealed partial class StableDiffusionPipeline
         return (timesteps, latents);
     }
 
+    /// <summary>
+    /// The image size of latents handed over by a first model (<see cref="GenerationOptions.DenoisingStart"/> with
+    /// <see cref="GenerationOptions.Latents"/>), as the reference's image-to-image takes its size from them; null otherwise.
+    /// </summary>
+    private (int Width, int Height)? HandedOverLatentsSize(GenerationOptions options)
+        => options.DenoisingStart is not null && InitImageSize(options) is null && options.Latents is { } l && l.dim() == 4
+            ? ((int)Math.Min(l.shape[3] * Vae.ScaleFactor, int.MaxValue), (int)Math.Min(l.shape[2] * Vae.ScaleFactor, int.MaxValue))
+            : null;
+
     /// <summary>The timesteps that <see cref="GenerationOptions.DenoisingEnd"/> keeps.</summary>
     private IReadOnlyList<double> UntilDenoisingEnd(IReadOnlyList<double> timesteps, GenerationOptions options)
         => options.DenoisingEnd is null ? timesteps : DenoisingWindow.UntilEnd(timesteps, options.DenoisingEnd, DenoisingWindow.TrainTimesteps(SchedulerFor(options)));

@@ -259,7 +259,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
 
     private (int Width, int Height) Size(GenerationOptions options)
     {
-        var init = InitImageSize(options);
+        var init = InitImageSize(options) ?? HandedOverLatentsSize(options);
         int w = options.Width ?? (init is { } a ? a.Width / 8 * 8 : DefaultImageSize);
         int h = options.Height ?? (init is { } b ? b.Height / 8 * 8 : DefaultImageSize);
         return (w, h);

@@ -18,7 +18,7 @@ public class SdxlBehaviourTests
     {
         // With one model as both experts, denoising_end 0.5 then denoising_start 0.5 from the returned latents must be the
         // uninterrupted run: the first half keeps the timesteps at or above 500, the second starts where they stop.
-        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Width = 64, Height = 64, Seed = 9, NegativePrompt = "blurry" };
+        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Width = 64, Height = 48, Seed = 9, NegativePrompt = "blurry" };
         using var full = await Tiny.GenerateAsync("a red car", options);
         var steps = new List<int>();
         using var first = await Tiny.GenerateAsync("a red car", options with { DenoisingEnd = 0.5, ReturnLatents = true, OnStep = a => { steps.Add(a.TotalSteps); return null; } });
@@ -27,6 +27,10 @@ public class SdxlBehaviourTests
         using var second = await Tiny.GenerateAsync("a red car", options with { DenoisingStart = 0.5, Latents = first.Latents, OnStep = a => { steps.Add(a.TotalSteps); return null; } });
         Assert.That(steps.Distinct(), Is.EqualTo(new[] { 4 }), "the second expert runs the other 4");
         AssertTensor.MaxAbsClose(second.Pixels, full.Pixels, 1e-5, "hand-off versus the full run");
+
+        // The second expert takes the image size from the latents handed over, as the reference does, not its default.
+        using var third = await Tiny.GenerateAsync("a red car", options with { Width = null, Height = null, DenoisingStart = 0.5, Latents = first.Latents });
+        AssertTensor.MaxAbsClose(third.Pixels, full.Pixels, 1e-5, "hand-off without the size repeated");
     }
 
     [Test]
