@@ -101,6 +101,26 @@ public class SdxlBehaviourTests
     }
 
     [Test]
+    public void ClipSkipCountsFromThePenultimateLayerAndLeavesTheNegativeAlone()
+    {
+        var xl = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false }, NullLogger.Instance);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (context, added) = xl.Encode("a boat", new GenerationOptions { ClipSkip = 1 }, 1, true, 64, 64, false, ScalarType.Float32, CPU);
+        Tensor Hidden(string text, int fromEnd) => cat([
+            Tiny.TextEncoder.EncodeHiddenStates(Ids(Tiny.Tokenizer, text), fromEnd, false).HiddenStates,
+            Tiny.TextEncoder2!.EncodeHiddenStates(Ids(Tiny.Tokenizer2!, text), fromEnd, false).HiddenStates], -1);
+        // clip_skip 1 reads hidden_states[-3] of both encoders; the pooled output stays the last layer's.
+        AssertTensor.MaxAbsClose(context[1..2], Hidden("a boat", 3), 0, "positive with clip skip 1");
+        AssertTensor.MaxAbsClose(added.TextEmbeds[1..2], Tiny.TextEncoder2!.EncodeHiddenStates(Ids(Tiny.Tokenizer2!, "a boat"), 2, true).Pooled!, 0, "pooled");
+        // No negative prompt and force_zeros_for_empty_prompt false: the empty prompt, encoded without clip skip.
+        AssertTensor.MaxAbsClose(context[0..1], Hidden("", 2), 0, "negative: the encoded empty prompt");
+    }
+
+    private static Tensor Ids(LatentDiffusion.Abstractions.ITokenizer tokenizer, string text)
+        => tensor(tokenizer.EncodePadded(text, 77).Ids.Select(i => (long)i).ToArray(), new long[] { 1, 77 });
+
+    [Test]
     public void TimeIdsFollowTheReferenceRules()
     {
         var xl = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, new StableDiffusionXLOptions(), NullLogger.Instance);
