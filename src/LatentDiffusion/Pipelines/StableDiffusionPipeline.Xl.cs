@@ -93,16 +93,17 @@ public sealed partial class StableDiffusionPipeline
         Device device, ScalarType dtype, ImageGenerators generators, ISchedulerRun run, CancellationToken cancellationToken)
     {
         var timesteps = DenoisingWindow.FromStart(run, options.DenoisingStart!.Value, DenoisingWindow.TrainTimesteps(SchedulerFor(options)));
+        var (w, h) = Size(options);
         if (initImage is null)
         {
-            var (w, h) = Size(options);
             long[] shape = [perPrompt, UNet.InChannels, h / Vae.ScaleFactor, w / Vae.ScaleFactor];
             var given = options.Latents!;
             if (!given.shape.SequenceEqual(shape))
                 throw new ArgumentException($"Latents must have shape [{string.Join(", ", shape)}] for this size and image count; got [{string.Join(", ", given.shape)}].", nameof(options));
             return (timesteps, given.to(dtype, device));
         }
-        var image = ImageConversion.ToTensor(initImage, Size(options).Width, Size(options).Height).to(Vae.DType, device);
+        // The init image is encoded and sampled as for image to image, but no noise is added.
+        var image = ImageConversion.ToTensor(initImage, w, h).to(Vae.DType, device);
         using var posterior = Vae.Encode(image, cancellationToken);
         var latents = generators.PerImage
             ? cat(generators.Generators.Select(g => (posterior.Sample(g) * Vae.ScalingFactor).to(dtype)).ToArray(), 0)

@@ -34,6 +34,27 @@ public class SdxlBehaviourTests
     }
 
     [Test]
+    public async Task DenoisingStartFromAnImageEncodesItAndAddsNoNoise()
+    {
+        using var made = await Tiny.GenerateAsync("a cat", Quick(1));
+        using var image = PipelineParityTests.ToImage(made.Pixels[0]);
+        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Seed = 6, InitImage = image, DenoisingStart = 0.5, Strength = 0.01 };
+        var steps = new List<int>();
+        using var fromImage = await Tiny.GenerateAsync("a dog", options with { OnStep = a => { steps.Add(a.TotalSteps); return null; } });
+        Assert.That(steps.Distinct(), Is.EqualTo(new[] { 4 }), "the 4 timesteps below 500; Strength is ignored");
+        // The same start as latents: the image's posterior sampled with the seed's generator, scaled, and nothing added.
+        Tensor start;
+        using (var _ = no_grad())
+        using (var pixels = LatentDiffusion.Pipelines.ImageConversion.ToTensor(image, 64, 64))
+        using (var posterior = Tiny.Vae.Encode(pixels))
+        using (var generator = new Generator(6))
+            start = posterior.Sample(generator) * Tiny.Vae.ScalingFactor;
+        using var fromLatents = await Tiny.GenerateAsync("a dog", options with { InitImage = null, Latents = start });
+        AssertTensor.MaxAbsClose(fromImage.Pixels, fromLatents.Pixels, 1e-5, "image start versus the same latents");
+        start.Dispose();
+    }
+
+    [Test]
     public async Task ANonSquareImageIsConditionedOnItsOwnHeightAndWidth()
     {
         var options = new GenerationOptions { Steps = 3, GuidanceScale = 5, Width = 96, Height = 64, Seed = 3 };
