@@ -7,7 +7,10 @@ namespace LatentDiffusion.Pipelines;
 /// <summary>How to generate; an immutable record with the reference pipeline's defaults.</summary>
 public sealed record GenerationOptions
 {
-    /// <summary>What not to draw (the unconditional half of classifier-free guidance). Null means the empty prompt.</summary>
+    /// <summary>
+    /// What not to draw (the unconditional half of classifier-free guidance). Null means the empty prompt; on an SDXL model
+    /// whose <c>force_zeros_for_empty_prompt</c> is set (the base), null means zero embeddings instead.
+    /// </summary>
     public string? NegativePrompt { get; init; }
 
     /// <summary>Denoising steps (the reference's <c>num_inference_steps</c>). Default 50.</summary>
@@ -19,7 +22,10 @@ public sealed record GenerationOptions
     /// <summary>Guidance rescale φ from "Common Diffusion Noise Schedules and Sample Steps are Flawed"; 0 disables it.</summary>
     public double GuidanceRescale { get; init; }
 
-    /// <summary>Layers to skip at the end of the text encoder (0: last hidden state; 1: penultimate, layer-normed).</summary>
+    /// <summary>
+    /// Layers to skip at the end of the text encoder (0: last hidden state; 1: penultimate, layer-normed). SDXL always
+    /// reads the penultimate layer without the final norm and counts from there (1: <c>hidden_states[-3]</c>), as the reference does.
+    /// </summary>
     public int ClipSkip { get; init; }
 
     /// <summary>Images per prompt. Default 1.</summary>

@@ -94,16 +94,17 @@ public sealed partial class StableDiffusionPipeline
         Device device, ScalarType dtype, ImageGenerators generators, ISchedulerRun run, CancellationToken cancellationToken)
     {
         var timesteps = DenoisingWindow.FromStart(run, options.DenoisingStart!.Value, DenoisingWindow.TrainTimesteps(SchedulerFor(options)));
+        var (w, h) = Size(options);
         if (initImage is null)
         {
-            var (w, h) = Size(options);
             long[] shape = [perPrompt, UNet.InChannels, h / Vae.ScaleFactor, w / Vae.ScaleFactor];
             var given = options.Latents!;
             if (!given.shape.SequenceEqual(shape))
                 throw new ArgumentException($"Latents must have shape [{string.Join(", ", shape)}] for this size and image count; got [{string.Join(", ", given.shape)}].", nameof(options));
             return (timesteps, given.to(dtype, device));
         }
-        var image = ImageConversion.ToTensor(initImage, Size(options).Width, Size(options).Height).to(Vae.DType, device);
+        // The init image is encoded and sampled as for image to image, but no noise is added.
+        var image = ImageConversion.ToTensor(initImage, w, h).to(Vae.DType, device);
         using var posterior = Vae.Encode(image, cancellationToken);
         var latents = generators.PerImage
             ? cat(generators.Generators.Select(g => (posterior.Sample(g) * Vae.ScalingFactor).to(dtype)).ToArray(), 0)
@@ -111,6 +112,15 @@ public sealed partial class StableDiffusionPipeline
         if (!generators.PerImage && perPrompt > 1) latents = cat(Enumerable.Repeat(latents, perPrompt).ToArray(), 0);
         return (timesteps, latents);
     }
+
+    /// <summary>
+    /// The image size of latents handed over by a first model (<see cref="GenerationOptions.DenoisingStart"/> with
+    /// <see cref="GenerationOptions.Latents"/>), as the reference's image-to-image takes its size from them; null otherwise.
+    /// </summary>
+    private (int Width, int Height)? HandedOverLatentsSize(GenerationOptions options)
+        => options.DenoisingStart is not null && InitImageSize(options) is null && options.Latents is { } l && l.dim() == 4
+            ? ((int)Math.Min(l.shape[3] * Vae.ScaleFactor, int.MaxValue), (int)Math.Min(l.shape[2] * Vae.ScaleFactor, int.MaxValue))
+            : null;
 
     /// <summary>The timesteps that <see cref="GenerationOptions.DenoisingEnd"/> keeps.</summary>
     private IReadOnlyList<double> UntilDenoisingEnd(IReadOnlyList<double> timesteps, GenerationOptions options)

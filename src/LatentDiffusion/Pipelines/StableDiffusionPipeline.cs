@@ -16,8 +16,9 @@ using static TorchSharp.torch;
 namespace LatentDiffusion.Pipelines;
 
 /// <summary>
-/// Stable Diffusion 1.x/2.x and SDXL (see <c>StableDiffusionPipeline.Xl.cs</c>): text-to-image and image-to-image with classifier-free guidance, step for step as the
-/// reference pipelines (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
+/// Stable Diffusion 1.x/2.x and SDXL (its constructor and conditioning in <c>StableDiffusionPipeline.Xl.cs</c>):
+/// text-to-image and image-to-image with classifier-free guidance, step for step as the reference pipelines
+/// (<c>StableDiffusionPipeline</c>, <c>StableDiffusionImg2ImgPipeline</c>, and their XL versions) do it. Owns its components unless composed with <c>leaveComponentsOpen</c>.
 /// One instance serves any number of sequential or concurrent generations: all per-generation state lives in the
 /// scheduler run and the generation's own tensors. Disposing it while generations run stops them at their next check
 /// (between UNet and VAE blocks) with <see cref="ObjectDisposedException"/> and frees the weights only after the last
@@ -274,7 +275,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     private (int Width, int Height) Size(GenerationOptions options)
     {
         // With PaddingMaskCrop the size is that of the generation the crop is resized to (the reference's default).
-        var init = options.PaddingMaskCrop is null ? InitImageSize(options) : null;
+        var init = options.PaddingMaskCrop is null ? InitImageSize(options) ?? HandedOverLatentsSize(options) : null;
         int w = options.Width ?? (init is { } a ? a.Width / 8 * 8 : DefaultImageSize);
         int h = options.Height ?? (init is { } b ? b.Height / 8 * 8 : DefaultImageSize);
         return (w, h);

@@ -18,7 +18,7 @@ public class SdxlBehaviourTests
     {
         // With one model as both experts, denoising_end 0.5 then denoising_start 0.5 from the returned latents must be the
         // uninterrupted run: the first half keeps the timesteps at or above 500, the second starts where they stop.
-        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Width = 64, Height = 64, Seed = 9, NegativePrompt = "blurry" };
+        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Width = 64, Height = 48, Seed = 9, NegativePrompt = "blurry" };
         using var full = await Tiny.GenerateAsync("a red car", options);
         var steps = new List<int>();
         using var first = await Tiny.GenerateAsync("a red car", options with { DenoisingEnd = 0.5, ReturnLatents = true, OnStep = a => { steps.Add(a.TotalSteps); return null; } });
@@ -27,6 +27,31 @@ public class SdxlBehaviourTests
         using var second = await Tiny.GenerateAsync("a red car", options with { DenoisingStart = 0.5, Latents = first.Latents, OnStep = a => { steps.Add(a.TotalSteps); return null; } });
         Assert.That(steps.Distinct(), Is.EqualTo(new[] { 4 }), "the second expert runs the other 4");
         AssertTensor.MaxAbsClose(second.Pixels, full.Pixels, 1e-5, "hand-off versus the full run");
+
+        // The second expert takes the image size from the latents handed over, as the reference does, not its default.
+        using var third = await Tiny.GenerateAsync("a red car", options with { Width = null, Height = null, DenoisingStart = 0.5, Latents = first.Latents });
+        AssertTensor.MaxAbsClose(third.Pixels, full.Pixels, 1e-5, "hand-off without the size repeated");
+    }
+
+    [Test]
+    public async Task DenoisingStartFromAnImageEncodesItAndAddsNoNoise()
+    {
+        using var made = await Tiny.GenerateAsync("a cat", Quick(1));
+        using var image = PipelineParityTests.ToImage(made.Pixels[0]);
+        var options = new GenerationOptions { Steps = 8, GuidanceScale = 5, Seed = 6, InitImage = image, DenoisingStart = 0.5, Strength = 0.01 };
+        var steps = new List<int>();
+        using var fromImage = await Tiny.GenerateAsync("a dog", options with { OnStep = a => { steps.Add(a.TotalSteps); return null; } });
+        Assert.That(steps.Distinct(), Is.EqualTo(new[] { 4 }), "the 4 timesteps below 500; Strength is ignored");
+        // The same start as latents: the image's posterior sampled with the seed's generator, scaled, and nothing added.
+        Tensor start;
+        using (var _ = no_grad())
+        using (var pixels = LatentDiffusion.Pipelines.ImageConversion.ToTensor(image, 64, 64))
+        using (var posterior = Tiny.Vae.Encode(pixels))
+        using (var generator = new Generator(6))
+            start = posterior.Sample(generator) * Tiny.Vae.ScalingFactor;
+        using var fromLatents = await Tiny.GenerateAsync("a dog", options with { InitImage = null, Latents = start });
+        AssertTensor.MaxAbsClose(fromImage.Pixels, fromLatents.Pixels, 1e-5, "image start versus the same latents");
+        start.Dispose();
     }
 
     [Test]
@@ -95,6 +120,26 @@ public class SdxlBehaviourTests
         });
         AssertTensor.MaxAbsClose(given.Pixels, encoded.Pixels, 0, "ready embeddings");
     }
+
+    [Test]
+    public void ClipSkipCountsFromThePenultimateLayerAndLeavesTheNegativeAlone()
+    {
+        var xl = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false }, NullLogger.Instance);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (context, added) = xl.Encode("a boat", new GenerationOptions { ClipSkip = 1 }, 1, true, 64, 64, false, ScalarType.Float32, CPU);
+        Tensor Hidden(string text, int fromEnd) => cat([
+            Tiny.TextEncoder.EncodeHiddenStates(Ids(Tiny.Tokenizer, text), fromEnd, false).HiddenStates,
+            Tiny.TextEncoder2!.EncodeHiddenStates(Ids(Tiny.Tokenizer2!, text), fromEnd, false).HiddenStates], -1);
+        // clip_skip 1 reads hidden_states[-3] of both encoders; the pooled output stays the last layer's.
+        AssertTensor.MaxAbsClose(context[1..2], Hidden("a boat", 3), 0, "positive with clip skip 1");
+        AssertTensor.MaxAbsClose(added.TextEmbeds[1..2], Tiny.TextEncoder2!.EncodeHiddenStates(Ids(Tiny.Tokenizer2!, "a boat"), 2, true).Pooled!, 0, "pooled");
+        // No negative prompt and force_zeros_for_empty_prompt false: the empty prompt, encoded without clip skip.
+        AssertTensor.MaxAbsClose(context[0..1], Hidden("", 2), 0, "negative: the encoded empty prompt");
+    }
+
+    private static Tensor Ids(LatentDiffusion.Abstractions.ITokenizer tokenizer, string text)
+        => tensor(tokenizer.EncodePadded(text, 77).Ids.Select(i => (long)i).ToArray(), new long[] { 1, 77 });
 
     [Test]
     public void TimeIdsFollowTheReferenceRules()
