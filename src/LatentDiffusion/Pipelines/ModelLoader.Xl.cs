@@ -69,7 +69,7 @@ internal static partial class ModelLoader
     {
         string file = checkpoint.File.Path;
         bool hasFirst = checkpoint.HasFirstTextEncoder;
-        var (tokenizer, tokenizer2) = XlTokenizers(file, options.ConfigDirectory, hasFirst);
+        var (tokenizer, tokenizer2) = XlTokenizers(file, options, hasFirst, logger, ct);
         var settings = XlSettings(checkpoint.PipelineConfig!);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
         // Every config is read, range-checked and compared with the header before any component is built.
@@ -103,18 +103,17 @@ internal static partial class ModelLoader
 
     /// <summary>
     /// The tokenizers of an SDXL single file, which carries none: the config folder's <c>tokenizer/</c> and
-    /// <c>tokenizer_2/</c>; without a <c>tokenizer_2/</c>, the first tokenizer's vocabulary padded with <c>!</c>, which is
-    /// what SDXL's second tokenizer is.
+    /// <c>tokenizer_2/</c> when it has them; otherwise the CLIP vocabulary found as for SD 1.x single files
+    /// (<see cref="PipelineOptions.TokenizerDirectory"/>, the config folder's <c>tokenizer/</c>, the hub cache, or downloaded
+    /// once), and, for the second, the same vocabulary padded with <c>!</c>, which is what SDXL's second tokenizer is.
     /// </summary>
-    private static (ClipTokenizer? First, ClipTokenizer Second) XlTokenizers(string file, string? configDirectory, bool hasFirst)
+    private static (ClipTokenizer? First, ClipTokenizer Second) XlTokenizers(string file, PipelineOptions options, bool hasFirst, ILogger logger, CancellationToken ct)
     {
-        var first = ClipTokenizer.ForModel(file, configDirectory);
-        string second = Path.Combine(configDirectory!, "tokenizer_2");
-        if (Directory.Exists(second)) return (hasFirst ? first : null, ClipTokenizer.FromDirectory(second));
-        string vocab = Path.Combine(configDirectory!, "tokenizer", "vocab.json"), merges = Path.Combine(configDirectory!, "tokenizer", "merges.txt");
-        if (!File.Exists(vocab) || !File.Exists(merges))
-            throw new FileNotFoundException($"'{file}' is an SDXL checkpoint: its config folder '{configDirectory}' needs a tokenizer_2/ folder (or tokenizer/vocab.json and merges.txt to build it from).", Path.Combine(configDirectory!, "tokenizer_2"));
-        return (hasFirst ? first : null, ClipTokenizer.FromVocabAndMerges(vocab, merges, padToken: "!"));
+        string? config = options.ConfigDirectory;
+        string? second = config is null ? null : Path.Combine(config, "tokenizer_2");
+        var first = hasFirst ? SingleFileTokenizers.Load(file, TextEncoderLayout.Clip, options, logger, ct, "<|endoftext|>", "SDXL") : null;
+        if (options.TokenizerDirectory is null && second is not null && Directory.Exists(second)) return (first, ClipTokenizer.FromDirectory(second));
+        return (first, SingleFileTokenizers.Load(file, TextEncoderLayout.Clip, options, logger, ct, "!", "SDXL"));
     }
 
     /// <summary>The SDXL settings of a <c>model_index.json</c>, with the reference's defaults (base: zeros, no aesthetic score).</summary>

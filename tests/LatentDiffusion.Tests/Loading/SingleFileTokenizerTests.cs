@@ -181,4 +181,32 @@ public class SingleFileTokenizerTests
             Assert.That(again.Tokenizer.Encode("a photograph of an astronaut"), Is.EqualTo(expected.Encode("a photograph of an astronaut")));
         Assert.That(hub.Requests.Count, Is.EqualTo(requests));
     }
+
+    [Test]
+    public async Task AnSdxlSingleFileLoadsWithoutConfigWithBothTokenizersFromOneFetch()
+    {
+        // Both SDXL tokenizers are the CLIP vocabulary: one fetch serves both, the second padded with "!".
+        string fixtureTokenizer = Fixtures.PathOf("tiny-sdxl", "tokenizer");
+        var files = SingleFileTokenizer.Files.ToDictionary(f => "tokenizer/" + f, f => File.ReadAllBytes(Path.Combine(fixtureTokenizer, f)));
+        files["model_index.json"] = "{}"u8.ToArray();
+        using var hub = new FakeHub(Sd15Repo, files, new HashSet<string>());
+        var options = new PipelineOptions { Hub = new ModelHubOptions { Endpoint = hub.Endpoint, CacheDirectory = _cache, Token = "test-token", Offline = false } };
+
+        await using var single = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sdxl.safetensors"), options);
+        Assert.That(hub.Downloads().Select(r => r.Path.Split('/')[^1]).Order(StringComparer.Ordinal), Is.EqualTo(new[] { "merges.txt", "vocab.json" }));
+        var folder = TinyModels.Get("tiny-sdxl");
+        Assert.That(((ClipTokenizer)single.Tokenizer2!).PadToken, Is.EqualTo("!"));
+        Assert.That(((ClipTokenizer)single.Tokenizer).PadToken, Is.EqualTo("<|endoftext|>"));
+        foreach (string text in new[] { "a lighthouse at dusk", "best quality!!" })
+        {
+            Assert.That(single.Tokenizer.Encode(text), Is.EqualTo(folder.Tokenizer.Encode(text)), text);
+            Assert.That(single.Tokenizer2!.Encode(text), Is.EqualTo(folder.Tokenizer2!.Encode(text)), text);
+        }
+        // The image itself cannot be compared with the folder's: a tiny model's head counts are not in its weights, so the
+        // configs inferred without a config folder are the full-size model's (SdxlLoadingTests compares with --config).
+        var generation = new GenerationOptions { Steps = 2, Width = 64, Height = 96, Seed = 5, GuidanceScale = 5, NegativePrompt = "blurry!" };
+        using var fromFile = await single.GenerateAsync("best quality!! a lighthouse", generation);
+        Assert.That(fromFile.Pixels.shape, Is.EqualTo(new long[] { 1, 96, 64, 3 }));
+        Assert.That(fromFile.Pixels.isfinite().all().item<bool>());
+    }
 }

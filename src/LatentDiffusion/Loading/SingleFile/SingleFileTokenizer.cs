@@ -66,14 +66,25 @@ public static class SingleFileTokenizer
         ModelHubOptions? hub = null, ILogger? logger = null, CancellationToken cancellationToken = default)
         => LoadCoreAsync(checkpoint, layout, tokenizerDirectory, hub ?? new ModelHubOptions(), logger ?? NullLogger.Instance, Environment.GetEnvironmentVariable, cancellationToken);
 
+    /// <summary>
+    /// <see cref="LoadAsync"/> with another pad token (SDXL's second tokenizer is the same CLIP vocabulary padded with
+    /// <c>!</c>). A <paramref name="tokenizerDirectory"/> with <c>vocab.json</c> and <c>merges.txt</c> is read with that pad token too.
+    /// </summary>
+    internal static Task<ClipTokenizer> LoadWithPadAsync(string checkpoint, TextEncoderLayout layout, string padToken, string family, string? tokenizerDirectory,
+        ModelHubOptions? hub, ILogger? logger, CancellationToken cancellationToken)
+        => LoadCoreAsync(checkpoint, layout, tokenizerDirectory, hub ?? new ModelHubOptions(), logger ?? NullLogger.Instance, Environment.GetEnvironmentVariable, cancellationToken, padToken, family);
+
     /// <summary><see cref="LoadAsync"/> with the environment given (for tests).</summary>
     internal static async Task<ClipTokenizer> LoadCoreAsync(string checkpoint, TextEncoderLayout layout, string? tokenizerDirectory,
-        ModelHubOptions hub, ILogger logger, Func<string, string?> environment, CancellationToken ct)
+        ModelHubOptions hub, ILogger logger, Func<string, string?> environment, CancellationToken ct, string? padToken = null, string? familyName = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
-        if (tokenizerDirectory is not null) return ClipTokenizer.FromDirectory(tokenizerDirectory);
+        if (tokenizerDirectory is not null)
+            return padToken is not null && Files.All(f => File.Exists(Path.Combine(tokenizerDirectory, f)))
+                ? FromFolder(tokenizerDirectory, layout, padToken)
+                : ClipTokenizer.FromDirectory(tokenizerDirectory);
 
-        string family = layout == TextEncoderLayout.OpenClip ? "SD 2.x" : "SD 1.x";
+        string family = familyName ?? (layout == TextEncoderLayout.OpenClip ? "SD 2.x" : "SD 1.x");
         // Only the default branch: a cached snapshot of any revision of these repositories holds the same vocabulary.
         var cacheOptions = hub with { Revision = "main" };
         string cacheDir = ModelHub.CacheDirectory(cacheOptions, environment);
@@ -83,7 +94,7 @@ public static class SingleFileTokenizer
             {
                 string dir = Path.Combine(snapshot, folder);
                 logger.LogInformation("Using the CLIP tokenizer of {Repo} from the hub cache ({Folder}) for the {Family} checkpoint {File}", repo, dir, family, checkpoint);
-                return FromFolder(dir, layout);
+                return FromFolder(dir, layout, padToken);
             }
         }
 
@@ -105,7 +116,7 @@ public static class SingleFileTokenizer
                     logger.LogInformation("Downloading the CLIP tokenizer ({Files}) of {Repo} into the hub cache {Cache}, once, for the {Family} checkpoint {File}",
                         string.Join(", ", Files), source.RepoId, cacheDir, family, checkpoint);
                     string snapshot = await ModelHub.DownloadFilesCoreAsync(source.RepoId, Paths(source.Folder), cacheOptions, null, environment, ct).ConfigureAwait(false);
-                    return FromFolder(Path.Combine(snapshot, source.Folder), layout);
+                    return FromFolder(Path.Combine(snapshot, source.Folder), layout, padToken);
                 }
                 catch (IOException e)
                 {
@@ -124,8 +135,8 @@ public static class SingleFileTokenizer
             Files[0]);
     }
 
-    private static ClipTokenizer FromFolder(string dir, TextEncoderLayout layout)
-        => ClipTokenizer.FromVocabAndMerges(Path.Combine(dir, Files[0]), Path.Combine(dir, Files[1]), PadToken(layout), ClipTokenizer.DefaultMaxLength);
+    private static ClipTokenizer FromFolder(string dir, TextEncoderLayout layout, string? padToken)
+        => ClipTokenizer.FromVocabAndMerges(Path.Combine(dir, Files[0]), Path.Combine(dir, Files[1]), padToken ?? PadToken(layout), ClipTokenizer.DefaultMaxLength);
 
     private static string[] Paths(string folder) => [.. Files.Select(f => folder.Length == 0 ? f : folder + "/" + f)];
 
