@@ -48,8 +48,12 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         else
         {
             string prompt2 = string.IsNullOrEmpty(options.Prompt2) ? prompt : options.Prompt2;
+            var chunks = Tokenize(prompt, prompt2, options, "prompt");
+            // Long prompts: every encoder's prompt and negative prompt get the same number of chunks, so the two hidden
+            // states can be concatenated and the halves of guidance stacked.
+            int count = Math.Max(chunks.Count, guidance ? NegativeChunkCount(options) : 1);
             // SDXL always reads the penultimate layer; clip skip counts from there.
-            (context, pooled) = EncodeBoth(prompt, prompt2, options.ClipSkip + 2, dtype, device);
+            (context, pooled) = EncodeBoth(chunks, count, options.ClipSkip + 2, dtype, device);
         }
         CheckWidths(context, pooled, "prompt");
         var (positiveIds, negativeIds) = TimeIds(options, width, height, imageToImage);
@@ -70,10 +74,11 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         }
         else
         {
-            string negative = options.NegativePrompt ?? "";
-            string negative2 = string.IsNullOrEmpty(options.NegativePrompt2) ? negative : options.NegativePrompt2;
+            var (negative, negative2) = NegativePrompts(options);
+            var chunks = Tokenize(negative, negative2, options, "negative prompt");
+            int count = Math.Max(chunks.Count, (int)(context.shape[1] / textEncoder2.MaxPositions));
             // The reference encodes the negative prompts without clip skip.
-            (negContext, negPooled) = EncodeBoth(negative, negative2, 2, dtype, device);
+            (negContext, negPooled) = EncodeBoth(chunks, count, 2, dtype, device);
         }
         CheckWidths(negContext, negPooled, "negative prompt");
         if (negContext.shape[0] != context.shape[0]) negContext = RepeatContext(negContext, perPrompt);
@@ -116,27 +121,65 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         return (positive, positive);
     }
 
-    private (Tensor Context, Tensor Pooled) EncodeBoth(string prompt1, string prompt2, int fromEnd, ScalarType dtype, Device device)
+    private static (string First, string Second) NegativePrompts(GenerationOptions options)
+    {
+        string negative = options.NegativePrompt ?? "";
+        return (negative, string.IsNullOrEmpty(options.NegativePrompt2) ? negative : options.NegativePrompt2);
+    }
+
+    /// <summary>How many chunks the negative half will have (1 when it is zeros or given ready).</summary>
+    private int NegativeChunkCount(GenerationOptions options)
+    {
+        if (options.NegativePromptEmbeddings is not null || (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt)) return 1;
+        var (negative, negative2) = NegativePrompts(options);
+        return Tokenize(negative, negative2, options, null).Count;
+    }
+
+    /// <summary>Both encoders' chunks of their prompts (the first absent on a refiner), as <see cref="PromptEncoder"/> cuts them.</summary>
+    private XlChunks Tokenize(string prompt1, string prompt2, GenerationOptions options, string? what)
+    {
+        PromptChunks? first = null;
+        if (tokenizer1 is not null && textEncoder1 is not null)
+            first = TokenizeOne(new PromptChunker(tokenizer1, textEncoder1.MaxPositions), prompt1, options, what, "text_encoder");
+        var second = TokenizeOne(new PromptChunker(tokenizer2, textEncoder2.MaxPositions), prompt2, options, what, "text_encoder_2");
+        return new XlChunks(first, second);
+    }
+
+    private PromptChunks TokenizeOne(PromptChunker chunker, string text, GenerationOptions options, string? what, string encoder)
+    {
+        var chunks = chunker.Tokenize(text, options.PromptSyntax, options.TruncateLongPrompts);
+        if (what is not null && chunks.DroppedIds.Length > 0)
+            logger.LogWarning("The {What} is longer than {Max} tokens of {Encoder}; {Count} tokens were dropped: \"{Dropped}\"", what, chunker.ChunkLength + 2, encoder,
+                chunks.DroppedIds.Length, PromptEncoder.Abbreviate(chunks.DroppedText));
+        return chunks;
+    }
+
+    private sealed record XlChunks(PromptChunks? First, PromptChunks Second)
+    {
+        public int Count => Math.Max(First?.Count ?? 0, Second.Count);
+    }
+
+    private (Tensor Context, Tensor Pooled) EncodeBoth(XlChunks chunks, int count, int fromEnd, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
         var hidden = new List<Tensor>();
-        if (tokenizer1 is not null && textEncoder1 is not null)
-            hidden.Add(EncodeOne(tokenizer1, textEncoder1, prompt1, fromEnd, pooled: false, "text_encoder").HiddenStates.to(dtype, device));
-        var second = EncodeOne(tokenizer2, textEncoder2, prompt2, fromEnd, pooled: true, "text_encoder_2");
-        hidden.Add(second.HiddenStates.to(dtype, device));
+        if (chunks.First is { } first)
+        {
+            var padded = first.Count >= count ? first : first.PadTo(count, new PromptChunker(tokenizer1!, textEncoder1!.MaxPositions).EmptyChunk);
+            hidden.Add(padded.Encode(ids => textEncoder1!.EncodeHiddenStates(ids, fromEnd, pooled: false).HiddenStates, textEncoder1!.Device).to(dtype, device));
+        }
+        var second = chunks.Second.Count >= count ? chunks.Second : chunks.Second.PadTo(count, new PromptChunker(tokenizer2, textEncoder2.MaxPositions).EmptyChunk);
+        // The pooled embedding is the first chunk's (A1111 and stable-diffusion.cpp take it from there too).
+        Tensor? pooled = null;
+        var states = second.Encode(ids =>
+        {
+            var output = textEncoder2.EncodeHiddenStates(ids, fromEnd, pooled: pooled is null);
+            if (pooled is null) pooled = output.Pooled!.MoveToOuterDisposeScope();
+            return output.HiddenStates;
+        }, textEncoder2.Device);
+        hidden.Add(states.to(dtype, device));
         var context = hidden.Count == 1 ? hidden[0] : cat(hidden, -1);
-        return (context.MoveToOuterDisposeScope(), second.Pooled!.to(dtype, device).MoveToOuterDisposeScope());
-    }
-
-    private TextEncoderOutput EncodeOne(ITokenizer tokenizer, ITextEncoder encoder, string text, int fromEnd, bool pooled, string name)
-    {
-        var tokens = tokenizer.EncodePadded(text, encoder.MaxPositions);
-        if (tokens.Truncated)
-            logger.LogWarning("The prompt is longer than {Max} tokens of {Encoder}; {Count} tokens were dropped: \"{Dropped}\"", encoder.MaxPositions, name,
-                tokens.DroppedIds.Length, PromptEncoder.Abbreviate(tokens.DroppedText));
-        using var ids = tensor(tokens.Ids.Select(i => (long)i).ToArray(), new long[] { 1, tokens.Ids.Length }, ScalarType.Int64);
-        using var onDevice = ids.to(encoder.Device);
-        return encoder.EncodeHiddenStates(onDevice, fromEnd, pooled);
+        return (context.MoveToOuterDisposeScope(), pooled!.to(dtype, device).MoveToOuterDisposeScope());
     }
 
     private void CheckWidths(Tensor context, Tensor pooled, string what)
