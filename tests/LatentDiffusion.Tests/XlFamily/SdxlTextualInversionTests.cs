@@ -199,6 +199,29 @@ public class SdxlTextualInversionTests
         AssertUnchanged("the same token again");
     }
 
+    [Test]
+    public async Task WhenTheSecondTableCannotGrowTheFirstIsCutBack()
+    {
+        await using var pipeline = await FreshSdxl();
+        var encoder1 = (ClipTextModel)pipeline.TextEncoder;
+        var encoder2 = (ClipTextModel)pipeline.TextEncoder2!;
+        int v1 = encoder1.VocabularySize, v2 = encoder2.VocabularySize;
+        using var before = Rows(encoder1, 0, v1);
+        using var good = Vectors(1, 16, 1);
+        using var bad = Vectors(1, 32, 2);
+        bad[0, 5] = tensor(float.NaN);
+        // The loader is given vectors the pipeline would have refused; text_encoder_2 refuses them after text_encoder grew.
+        Assert.That(() => TextualInversionLoader.Add(
+        [
+            new TextualInversionLoader.Target((ClipTokenizer)pipeline.Tokenizer, encoder1, good, "text_encoder"),
+            new TextualInversionLoader.Target((ClipTokenizer)pipeline.Tokenizer2!, encoder2, bad, "text_encoder_2"),
+        ], Token), Throws.ArgumentException.With.Message.Contains("NaN"));
+        Assert.That((encoder1.VocabularySize, encoder2.VocabularySize), Is.EqualTo((v1, v2)));
+        using var after = Rows(encoder1, 0, v1);
+        AssertTensor.MaxAbsClose(after, before, 0, "text_encoder's table is the one before the load");
+        Assert.That(encoder1.named_parameters().Count(p => p.name == "embeddings.token_embedding.weight"), Is.EqualTo(1), "the cut table is still the registered weight");
+    }
+
     /// <summary>A refiner (tiny-sdxl's second encoder, a seeded UNet of the refiner's shape) sharing the base's text_encoder_2.</summary>
     private static (StableDiffusionPipeline Refiner, UNet2DConditionModel UNet) RefinerSharing(StableDiffusionPipeline basePipeline)
     {
