@@ -8,7 +8,7 @@ internal sealed class PromptArguments
 {
     private readonly Option<string[]> _embedding = new("--embedding")
     {
-        Description = "A textual-inversion embedding, FILE[:TOKEN] (repeatable): a .safetensors file (diffusers or AUTOMATIC1111 form) or a folder with learned_embeds.safetensors; TOKEN defaults to the file's own token or its file name. Use the token in --prompt or --negative-prompt.",
+        Description = "A textual-inversion embedding, FILE[:TOKEN] (repeatable): a .safetensors file (diffusers or AUTOMATIC1111 form; on SDXL, one with clip_l and clip_g) or a folder with learned_embeds.safetensors; TOKEN defaults to the file's own token or its file name. Use the token in --prompt or --negative-prompt.",
         AllowMultipleArgumentsPerToken = false,
     };
 

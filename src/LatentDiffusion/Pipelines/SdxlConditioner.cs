@@ -22,6 +22,12 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
     /// <summary>The number of time ids: 5 with an aesthetic score (refiner), 6 otherwise.</summary>
     public int TimeIdCount => settings.RequiresAestheticsScore ? 5 : 6;
 
+    /// <summary>False for a refiner, which has only the second text encoder.</summary>
+    public bool HasFirstEncoder => textEncoder1 is not null;
+
+    /// <summary>The same conditioning with other tokenizers (ones that learned a textual-inversion token); the encoders are shared.</summary>
+    public SdxlConditioner WithTokenizers(ITokenizer? first, ITokenizer second) => new(first, textEncoder1, second, textEncoder2, settings, logger);
+
     /// <summary>
     /// The context <c>[negative; positive]</c> (or only positive without guidance), each repeated per image, and the
     /// added conditions in the same order.

@@ -11,7 +11,7 @@ namespace LatentDiffusion.Pipelines;
 /// <summary>SDXL in the same pipeline: two text encoders, the UNet's added conditions, the expert hand-off.</summary>
 public sealed partial class StableDiffusionPipeline
 {
-    private readonly SdxlConditioner? _xl;
+    private SdxlConditioner? _xl;
 
     /// <summary>
     /// Composes an SDXL pipeline (the reference's <c>StableDiffusionXLPipeline</c> and <c>StableDiffusionXLImg2ImgPipeline</c>
@@ -72,7 +72,7 @@ public sealed partial class StableDiffusionPipeline
     public StableDiffusionXLOptions? XLOptions { get; }
 
     /// <summary>SDXL: the second tokenizer; null for SD 1.x/2.x.</summary>
-    public ITokenizer? Tokenizer2 { get; }
+    public ITokenizer? Tokenizer2 { get; private set; }
 
     /// <summary>SDXL: the second text encoder (with the pooled projection); null for SD 1.x/2.x. A refiner's only encoder is also <see cref="TextEncoder"/>.</summary>
     public ITextEncoder? TextEncoder2 { get; }

@@ -56,6 +56,21 @@ internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
         embedding.weight = table;
     }
 
+    /// <summary>Drops the rows from <paramref name="count"/> on (undoes <see cref="AppendTokens"/> when a later step of a load fails).</summary>
+    public void TruncateTokens(long count)
+    {
+        if (_tokenEmbedding is not Embedding embedding || count >= embedding.weight!.shape[0]) return;
+        var old = embedding.weight!;
+        Parameter table;
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            table = new Parameter(old.detach().narrow(0, 0, count).clone(), requires_grad: old.requires_grad);
+            table.DetachFromDisposeScope();
+        }
+        embedding.weight = table;
+    }
+
     /// <param name="inputIds">int64 <c>[batch, positions]</c> on the weights' device.</param>
     public override Tensor forward(Tensor inputIds)
     {

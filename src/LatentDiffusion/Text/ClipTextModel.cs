@@ -69,6 +69,9 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         return first;
     }
 
+    /// <summary>Drops the token embedding rows from <paramref name="vocabularySize"/> on: undoes <see cref="AddTokenEmbeddings"/> when a load that grew it fails later.</summary>
+    internal void RemoveTokenEmbeddingsFrom(int vocabularySize) => _embeddings.TruncateTokens(vocabularySize);
+
     /// <inheritdoc/>
     public int PooledSize => Config.ProjectionDim ?? Config.HiddenSize;
 
