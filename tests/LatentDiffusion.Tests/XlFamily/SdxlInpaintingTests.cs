@@ -142,6 +142,27 @@ public class SdxlInpaintingTests
     [TestCase(0.75, null)]
     [TestCase(1.0, null)]
     [TestCase(0.75, 0.5)]
+    public void TheGeneratorIsDrawnInTheReferencesOrder(double strength, double? denoisingStart)
+    {
+        // Inpainting draws what image to image draws (the posterior sample, then the noise, which image to image skips at
+        // denoising_start), then the masked image's posterior sample: image-to-image's end state plus one or two
+        // latent-shaped draws, so that later draws (an ancestral scheduler's) line up with the reference.
+        using var init = Pattern(64, 64);
+        using var mask = MaskWhere(64, 64, (x, _) => x < 20);
+        using var g1 = new Generator(5);
+        using var g2 = new Generator(5);
+        var options = Quick with { InitImage = init, Strength = strength, DenoisingStart = denoisingStart, Seed = null };
+        using (Tiny.Generate("a red car", options with { Generator = g1 })) { }
+        for (int i = 0; i < (denoisingStart is null ? 1 : 2); i++) randn([1, 4, 8, 8], generator: g1).Dispose();
+        using (Tiny.Generate("a red car", options with { Generator = g2, Mask = mask })) { }
+        using var s1 = g1.get_state();
+        using var s2 = g2.get_state();
+        Assert.That(s1.eq(s2).all().item<bool>(), Is.True, "generator state after inpainting = after image-to-image and the extra draws");
+    }
+
+    [TestCase(0.75, null)]
+    [TestCase(1.0, null)]
+    [TestCase(0.75, 0.5)]
     public void AnAllBlackMaskOnA4ChannelSdxlModelGivesBackTheInitLatents(double strength, double? denoisingStart)
     {
         using var init = Pattern(64, 64);
