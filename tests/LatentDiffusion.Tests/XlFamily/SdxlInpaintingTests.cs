@@ -326,6 +326,33 @@ public class SdxlInpaintingTests
         }
     }
 
+    [Test]
+    public async Task TheCommandLineInpaintsWithAnSdxlModel()
+    {
+        string dir = Directory.CreateTempSubdirectory("ldm-cli-xl-inpaint-").FullName;
+        try
+        {
+            string initPath = Path.Combine(dir, "init.png"), maskPath = Path.Combine(dir, "mask.png"), output = Path.Combine(dir, "out.png");
+            using var init = Pattern(96, 64);
+            using var mask = MaskWhere(96, 64, (x, y) => x < 40 && y >= 16);
+            await init.SaveAsPngAsync(initPath);
+            await mask.SaveAsPngAsync(maskPath);
+            var (code, _, err) = await Cli.CliTests.Run("generate", "--model", Fixtures.PathOf("tiny-sdxl"), "--prompt", "a red car", "--init-image", initPath,
+                "--mask", maskPath, "--strength", "0.75", "--steps", "4", "--guidance", "5", "--seed", "3", "--output", output);
+            Assert.That(code, Is.EqualTo(0), err);
+            using var written = Image.Load<Rgb24>(output);
+            using var expected = Tiny.Generate("a red car", Quick with { InitImage = init, Mask = mask, Strength = 0.75 });
+            Assert.That((written.Width, written.Height), Is.EqualTo((96, 64)));
+            for (int y = 0; y < 64; y++)
+                for (int x = 0; x < 96; x++)
+                    Assert.That(written[x, y], Is.EqualTo(expected.Images[0][x, y]), $"pixel ({x}, {y})");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     // --- Errors -------------------------------------------------------------------------------------------------------
 
     [Test]
