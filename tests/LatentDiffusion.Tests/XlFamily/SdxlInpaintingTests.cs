@@ -246,6 +246,37 @@ public class SdxlInpaintingTests
         AssertTensor.MaxAbsClose(inpainted.Latents!, img2img.Latents!, 0, "all-white hand-off vs image-to-image hand-off");
     }
 
+    [Test]
+    public void ARefinerContinuesTheBasesInpaintingConditionedOnTheAestheticScore()
+    {
+        // A refiner of tiny-sdxl's shape (second encoder only, requires_aesthetics_score, 5 time ids; seeded weights) takes
+        // the base's latents with the mask. Its time ids are original size + crop + aesthetic score, the negative half with
+        // its own crop and score (the refiner rule of image to image's _get_add_time_ids).
+        var config = LatentDiffusion.UNet.UNet2DConditionConfig.Load(Fixtures.PathOf("tiny-sdxl", "unet", "config.json")) with
+        {
+            CrossAttentionDim = [32, 32, 32],
+            ProjectionClassEmbeddingsInputDim = 64,
+        };
+        manual_seed(11);
+        using var refinerUNet = new LatentDiffusion.UNet.UNet2DConditionModel(config, CPU, ScalarType.Float32);
+        using var recording = new Recording(refinerUNet);
+        using var refiner = new StableDiffusionPipeline(null, null, Tiny.Tokenizer2!, Tiny.TextEncoder2!, recording, Tiny.Vae, Tiny.Scheduler,
+            new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false, RequiresAestheticsScore = true }, leaveComponentsOpen: true);
+
+        using var init = Pattern(96, 64);
+        using var mask = MaskWhere(96, 64, (x, _) => x < 48);
+        using var first = Tiny.Generate("a red car", Quick with { Steps = 8, InitImage = init, Mask = mask, Strength = 1.0, DenoisingEnd = 0.5, ReturnLatents = true });
+        using var refined = refiner.Generate("a red car", Quick with
+        {
+            Steps = 8, Mask = mask, DenoisingStart = 0.5, Latents = first.Latents, ReturnLatents = true,
+            AestheticScore = 7, NegativeAestheticScore = 2, CropsCoordsTopLeft = (4, 8), NegativeCropsCoordsTopLeft = (1, 2),
+        });
+        Assert.That(recording.TimeIds, Has.Count.EqualTo(4), "the 4 timesteps below 500");
+        Assert.That(recording.TimeIds[0], Is.EqualTo(new float[] { 64, 96, 1, 2, 2, 64, 96, 4, 8, 7 }), "[negative; positive] time ids");
+        AssertTensor.MaxAbsClose(refined.Latents![.., .., .., 6..], first.Latents![.., .., .., 6..], 0, "the kept half");
+        Assert.That((refined.Latents[.., .., .., ..6] - first.Latents[.., .., .., ..6]).abs().max().item<float>(), Is.GreaterThan(1e-3f), "the refined half");
+    }
+
     // --- 9-channel SDXL inpainting UNets ------------------------------------------------------------------------------
 
     [Test]
