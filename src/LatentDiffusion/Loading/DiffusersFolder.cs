@@ -27,7 +27,7 @@ public sealed class DiffusersFolder
     // A refiner has no first text encoder: model_index.json names it [null, null].
     private static readonly string[] OptionalXl = ["text_encoder", "tokenizer"];
 
-    private static readonly string[] XlPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"];
+    private static readonly string[] XlPipelines = ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
 
     private static readonly string[] SupportedPipelines = ["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline", .. XlPipelines];
 
@@ -67,7 +67,7 @@ public sealed class DiffusersFolder
         return folder;
     }
 
-    /// <summary>True for an SDXL pipeline (<c>StableDiffusionXLPipeline</c> or <c>StableDiffusionXLImg2ImgPipeline</c>).</summary>
+    /// <summary>True for an SDXL pipeline (<c>StableDiffusionXLPipeline</c>, <c>StableDiffusionXLImg2ImgPipeline</c> or <c>StableDiffusionXLInpaintPipeline</c>).</summary>
     public bool IsStableDiffusionXL => XlPipelines.Contains(ClassName);
 
     /// <summary>

@@ -151,7 +151,8 @@ public sealed record GenerationOptions
     /// Image-to-image: start denoising at this fraction of the schedule, in (0, 1) (the reference's
     /// <c>denoising_start</c>), ignoring <see cref="Strength"/> and adding no noise: the start is taken as already noised to
     /// that point. The start is the <see cref="InitImage"/> (encoded), or <see cref="Latents"/> returned by a first model
-    /// run with the same value as <see cref="DenoisingEnd"/> (the ensemble of expert denoisers).
+    /// run with the same value as <see cref="DenoisingEnd"/> (the ensemble of expert denoisers). SDXL inpainting takes it
+    /// too, with a <see cref="Mask"/> and the init image or those latents (the reference's base + refiner hand-off).
     /// </summary>
     public double? DenoisingStart { get; init; }
 
@@ -179,8 +180,8 @@ public sealed record GenerationOptions
     /// Inpainting: which part of <see cref="InitImage"/> to repaint, as the reference's <c>mask_image</c>. White (any pixel
     /// whose gray value is at least half intensity) is repainted, black is kept; the mask is resized to the generation's
     /// size, so it may be of another size than the init image. Needs an init image; <see cref="Strength"/> applies as in
-    /// image-to-image (1 repaints the masked part from pure noise; the reference's inpainting pipeline defaults to 1, this
-    /// record to 0.8). A 9-channel inpainting UNet takes the mask and the
+    /// image-to-image (1 repaints the masked part from pure noise; the reference's inpainting pipeline defaults to 1, its
+    /// SDXL one to 0.9999, this record to 0.8). SD 1.x/2.x and SDXL models alike. A 9-channel inpainting UNet takes the mask and the
     /// masked image as input; an ordinary 4-channel model puts the init image back outside the mask after every step.
     /// See docs/inpainting.md.
     /// </summary>

@@ -16,6 +16,10 @@ namespace LatentDiffusion.Pipelines;
 /// order from each image's generator: the init image's VAE posterior sample (skipped by a 9-channel UNet at strength 1,
 /// as the reference skips it), the noise, then the masked image's posterior sample (drawn by the 4-channel path too,
 /// where the reference draws it and does not use it, so the generator's later draws match).
+/// SDXL models follow <c>StableDiffusionXLInpaintPipeline</c>, which does the same and can also start at
+/// <see cref="GenerationOptions.DenoisingStart"/> (the base + refiner hand-off): then the start latents are the init
+/// image's latents as they are (no noise added; the noise is still drawn, for the blend), or the latents a first model
+/// returned, which take the init image's place (the reference's <c>image</c> given as latents).
 /// </summary>
 internal sealed class Inpainting
 {
@@ -26,11 +30,11 @@ internal sealed class Inpainting
     private readonly Tensor? _maskInput;
     private readonly Tensor? _maskedImageInput;
     private readonly ISchedulerRun _run;
-    private readonly Image<Rgb24> _original;
+    private readonly Image<Rgb24>? _original;
     private readonly Image<Rgb24> _maskImage;
 
     private Inpainting(bool nineChannel, Tensor latents, Tensor? imageLatents, Tensor noise, Tensor mask, Tensor? maskInput, Tensor? maskedImageInput,
-        ISchedulerRun run, CropRegion? crop, Image<Rgb24> original, Image<Rgb24> maskImage)
+        ISchedulerRun run, CropRegion? crop, Image<Rgb24>? original, Image<Rgb24> maskImage)
     {
         _nineChannel = nineChannel;
         Latents = latents;
@@ -55,28 +59,41 @@ internal sealed class Inpainting
     public static bool IsInpaintingUNet(IUNet unet, IVae vae) => unet.InChannels == 2 * vae.LatentChannels + 1;
 
     /// <summary>
-    /// Refuses inpainting options that cannot work, with the reason: a mask without an init image, an inpainting UNet
-    /// without a mask, a UNet of another input width, <see cref="GenerationOptions.PaddingMaskCrop"/> without a mask, with a
-    /// mask of another size than the init image, or with a mask that is black everywhere.
+    /// True when a mask comes with the latents a first model returned instead of an init image (with
+    /// <see cref="GenerationOptions.DenoisingStart"/>, SDXL only): the reference's refiner inpainting from the base's latents.
+    /// </summary>
+    public static bool IsHandOver(GenerationOptions o)
+        => (o.Mask is not null || o.MaskPixels is not null) && o.InitImage is null && o.InitImagePixels is null && o.DenoisingStart is not null && o.Latents is not null;
+
+    /// <summary>
+    /// Refuses inpainting options that cannot work, with the reason: a mask without an init image (or handed-over
+    /// latents), an inpainting UNet without a mask and an init image, a UNet of another input width,
+    /// <see cref="GenerationOptions.PaddingMaskCrop"/> without a mask, with handed-over latents, with a mask of another size
+    /// than the init image, or with a mask that is black everywhere.
     /// </summary>
     public static void Validate(GenerationOptions o, IUNet unet, IVae vae)
     {
         if (o.Mask is not null && o.MaskPixels is not null) throw new ArgumentException("Mask and MaskPixels cannot both be given.");
         bool hasMask = o.Mask is not null || o.MaskPixels is not null;
         bool hasInit = o.InitImage is not null || o.InitImagePixels is not null;
+        bool handOver = IsHandOver(o);
         int latent = vae.LatentChannels;
         bool nine = IsInpaintingUNet(unet, vae);
         if (unet.InChannels != latent && !nine)
             throw new ArgumentException($"The UNet takes {unet.InChannels} input channels; this pipeline runs a UNet of {latent} (the VAE's latent channels) " +
                 $"or, for inpainting, {2 * latent + 1} (latents, mask and masked-image latents).");
+        if (nine && handOver)
+            throw new ArgumentException($"This model's UNet takes {unet.InChannels} input channels (an inpainting model): it needs the init image's pixels for the masked image " +
+                "it takes as input, so it cannot start from handed-over Latents. Give the InitImage with DenoisingStart instead (or hand the latents to an ordinary 4-channel model).");
         if (nine && !(hasMask && hasInit))
             throw new ArgumentException($"This model's UNet takes {unet.InChannels} input channels: it is an inpainting model, and every generation needs an InitImage " +
                 "and a Mask (white = repaint), as the reference's inpainting pipeline requires. Give both, or use an ordinary model for text-to-image and image-to-image.");
-        if (hasMask && !hasInit)
+        if (hasMask && !hasInit && !handOver)
             throw new ArgumentException("A Mask needs an InitImage (or InitImagePixels): the mask marks which part of that image to repaint.");
         if (o.PaddingMaskCrop is { } pad)
         {
             if (!hasMask) throw new ArgumentException("PaddingMaskCrop applies to inpainting: give a Mask (and an InitImage) too.");
+            if (handOver) throw new ArgumentException("PaddingMaskCrop needs the init image to crop: it cannot be used with handed-over Latents (DenoisingStart without an InitImage).");
             if (pad < 0) throw new ArgumentOutOfRangeException(nameof(o.PaddingMaskCrop), pad, "PaddingMaskCrop cannot be negative.");
             var (mw, mh) = MaskSize(o)!.Value;
             var (iw, ih) = InitSize(o)!.Value;
@@ -98,51 +115,69 @@ internal sealed class Inpainting
     /// <summary>
     /// Prepares an inpainting generation: the init image and mask at width×height (or the crop around the mask), the
     /// starting latents and what the loop needs. <paramref name="timesteps"/> are those the strength keeps, with the run's
-    /// begin index set (<see cref="LatentDiffusion.Schedulers.Img2ImgSchedule.ForStrength"/>).
+    /// begin index set (<see cref="LatentDiffusion.Schedulers.Img2ImgSchedule.ForStrength"/>), or those after
+    /// <see cref="GenerationOptions.DenoisingStart"/> (<see cref="DenoisingWindow.FromStart"/>). <paramref name="init"/> is
+    /// null when a first model's latents are handed over (<see cref="IsHandOver"/>).
     /// </summary>
-    public static Inpainting Prepare(IUNet unet, IVae vae, GenerationOptions options, Image<Rgb24> init, Image<Rgb24> mask, int width, int height,
+    public static Inpainting Prepare(IUNet unet, IVae vae, GenerationOptions options, Image<Rgb24>? init, Image<Rgb24> mask, int width, int height,
         int perPrompt, bool guidance, ImageGenerators generators, ISchedulerRun run, IReadOnlyList<double> timesteps, ILogger logger, CancellationToken cancellationToken)
     {
         var device = unet.Device;
         var dtype = unet.DType;
         bool nine = IsInpaintingUNet(unet, vae);
         CropRegion? crop = options.PaddingMaskCrop is { } pad ? MaskCrop.Region(mask, width, height, pad) : null;
-        if (crop is null && (long)mask.Width * init.Height != (long)mask.Height * init.Width)
+        if (init is not null && crop is null && (long)mask.Width * init.Height != (long)mask.Height * init.Width)
             logger.LogWarning("The mask ({MaskWidth}x{MaskHeight}) and the init image ({Width}x{Height}) have different aspect ratios; the mask is stretched to the image, as the reference does.",
                 mask.Width, mask.Height, init.Width, init.Height);
 
-        Tensor image, condition;
+        Tensor? image = null;
+        Tensor condition;
         if (crop is { } region)
         {
-            using var initCrop = MaskCrop.CropAndFill(init, region, width, height);
+            using var initCrop = MaskCrop.CropAndFill(init!, region, width, height);
             using var maskCrop = MaskCrop.CropAndFill(mask, region, width, height);
             image = ImageConversion.ToTensor(initCrop, width, height);
             condition = InpaintMask.ToCondition(maskCrop, width, height);
         }
         else
         {
-            image = ImageConversion.ToTensor(init, width, height);
+            if (init is not null) image = ImageConversion.ToTensor(init, width, height);
             condition = InpaintMask.ToCondition(mask, width, height);
         }
 
         int f = vae.ScaleFactor;
         long[] shape = [perPrompt, vae.LatentChannels, height / f, width / f];
         bool strengthMax = options.Strength == 1.0;
-        // 1. The init image's latents: the starting point below strength 1, and what the 4-channel path puts back.
-        Tensor? imageLatents = nine && strengthMax ? null : EncodeAndSample(vae, image, perPrompt, generators, dtype, device, cancellationToken);
-        // 2. The noise.
+        bool fromStart = options.DenoisingStart is not null;
+        // 1. The init image's latents: the starting point below strength 1 or at DenoisingStart, and what the 4-channel
+        // path puts back. Handed-over latents take their place as they are (no VAE, no draw). (At DenoisingStart a
+        // 9-channel UNet at strength 1 needs them too; the reference fails there.)
+        Tensor? imageLatents;
+        if (image is null)
+        {
+            var given = options.Latents!;
+            if (!given.shape.SequenceEqual(shape))
+                throw new ArgumentException($"Latents must have shape [{string.Join(", ", shape)}] for this size and image count; got [{string.Join(", ", given.shape)}].", nameof(options));
+            imageLatents = given.to(dtype, device);
+        }
+        else
+        {
+            imageLatents = nine && strengthMax && !fromStart ? null : EncodeAndSample(vae, image, perPrompt, generators, dtype, device, cancellationToken);
+        }
+        // 2. The noise (drawn at DenoisingStart too, where only the 4-channel blend uses it).
         var noise = generators.Randn(shape).to(dtype, device);
-        var latents = strengthMax
-            ? (run.InitNoiseSigma == 1.0 ? noise.clone() : noise * run.InitNoiseSigma)
+        var latents = fromStart ? imageLatents!.clone()
+            : strengthMax ? (run.InitNoiseSigma == 1.0 ? noise.clone() : noise * run.InitNoiseSigma)
             : run.AddNoise(imageLatents!, noise, timesteps[0]);
-        // 3. The masked image (the masked part set to 0, mid-gray) and its latents; the 4-channel path only draws the sample.
+        // 3. The masked image (the masked part set to 0, mid-gray) and its latents; the 4-channel path only draws the
+        // sample, and with handed-over latents there is no masked image (the reference cannot mask latents).
         Tensor? maskedImageLatents = null;
         if (nine)
         {
-            using var masked = image * condition.lt(0.5).to(image.dtype);
+            using var masked = image! * condition.lt(0.5).to(image!.dtype);
             maskedImageLatents = EncodeAndSample(vae, masked, perPrompt, generators, dtype, device, cancellationToken);
         }
-        else
+        else if (image is not null)
         {
             foreach (var g in generators.Generators)
                 randn([1, .. shape[1..]], ScalarType.Float32, CPU, generator: g).Dispose();
@@ -183,10 +218,11 @@ internal sealed class Inpainting
     public (List<Image<Rgb24>> Images, Tensor Pixels) Overlay(List<Image<Rgb24>> images, Tensor pixels)
     {
         if (Crop is not { } region) return (images, pixels);
-        var overlaid = images.Select(i => MaskCrop.Overlay(_original, _maskImage, i, region)).ToList();
+        var original = _original!;
+        var overlaid = images.Select(i => MaskCrop.Overlay(original, _maskImage, i, region)).ToList();
         foreach (var i in images) i.Dispose();
         pixels.Dispose();
-        int w = _original.Width, h = _original.Height;
+        int w = original.Width, h = original.Height;
         var data = new byte[overlaid.Count * w * h * 3];
         for (int i = 0; i < overlaid.Count; i++) overlaid[i].CopyPixelDataTo(data.AsSpan(i * w * h * 3, w * h * 3));
         using var bytes = tensor(data, new long[] { overlaid.Count, h, w, 3 });

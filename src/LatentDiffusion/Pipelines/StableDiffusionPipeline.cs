@@ -172,23 +172,26 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         if (generators.PerImage && run is SchedulerRun perImageRun) perImageRun.UsePerImageGenerators(generators.Generators);
         IReadOnlyList<double> timesteps = run.Timesteps;
         Tensor latents;
-        if (options.DenoisingStart is not null)
+        if (options.DenoisingStart is not null && mask is null)
         {
             (timesteps, latents) = PrepareFromDenoisingStart(options, initImage, perPrompt, device, dtype, generators, run, cancellationToken);
             finite.Record("the start latents", latents);
+        }
+        else if (mask is not null)
+        {
+            // SDXL inpainting may start at DenoisingStart instead (the reference's base + refiner hand-off).
+            timesteps = options.DenoisingStart is { } start
+                ? DenoisingWindow.FromStart(run, start, DenoisingWindow.TrainTimesteps(SchedulerFor(options)))
+                : Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength).Item1;
+            var (w, h) = Size(options);
+            inpainting = Inpainting.Prepare(UNet, Vae, options, initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
+            latents = inpainting.Latents;
+            finite.Record("the VAE encoder (the inpainting latents)", latents);
         }
         else if (initImage is null)
         {
             latents = PrepareLatents(options, perPrompt, device, dtype, generators, run);
             finite.Record(options.Latents is null ? "the initial noise" : "the given latents", latents);
-        }
-        else if (mask is not null)
-        {
-            (timesteps, _) = Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength);
-            var (w, h) = Size(options);
-            inpainting = Inpainting.Prepare(UNet, Vae, options, initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
-            latents = inpainting.Latents;
-            finite.Record("the VAE encoder (the inpainting latents)", latents);
         }
         else
         {
@@ -374,15 +377,10 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         if (double.IsNaN(o.GuidanceScale) || double.IsInfinity(o.GuidanceScale)) throw new ArgumentOutOfRangeException(nameof(o.GuidanceScale), o.GuidanceScale, "GuidanceScale must be a finite number.");
         if (o.GuidanceRescale < 0 || o.GuidanceRescale > 1) throw new ArgumentOutOfRangeException(nameof(o.GuidanceRescale), o.GuidanceRescale, "GuidanceRescale must be in [0, 1].");
         if (o.InitImage is not null && o.InitImagePixels is not null) throw new ArgumentException("InitImage and InitImagePixels cannot both be given.");
+        // The SD 1.x/2.x inpainting reference has no denoising_start; SDXL's has (see Inpainting).
+        if ((o.Mask is not null || o.MaskPixels is not null) && o.DenoisingStart is not null && !IsStableDiffusionXL)
+            throw new ArgumentException("DenoisingStart does not apply to inpainting with an SD 1.x/2.x model (only SDXL's inpainting pipeline has it): the mask's generation starts from the init image at Strength. Leave DenoisingStart unset.");
         Inpainting.Validate(o, UNet, Vae);
-        if (o.Mask is not null || o.MaskPixels is not null)
-        {
-            // Neither has a reference case to be checked against yet; refused rather than run unverified.
-            if (IsStableDiffusionXL)
-                throw new NotSupportedException("Inpainting (Mask) is not supported for SDXL models yet; it runs with SD 1.x and 2.x models (inpainting UNets or ordinary ones).");
-            if (o.DenoisingStart is not null)
-                throw new ArgumentException("DenoisingStart does not apply to inpainting: the mask's generation starts from the init image at Strength. Leave DenoisingStart unset.");
-        }
         var init = InitImageSize(o);
         if (init is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
             throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, "Strength must be in [0, 1].");
