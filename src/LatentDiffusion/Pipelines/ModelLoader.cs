@@ -51,25 +51,31 @@ internal static class ModelLoader
         string textWeights = index.WeightsFile("text_encoder", "model", options.Variant, logger);
         string unetWeights = index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger);
         string vaeWeights = index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger);
-        // Every config is read, range-checked and compared with its weights' header before any component is built.
+        // Every config is read, range-checked and compared with its weights' header before any component is built; the
+        // files stay open, so the components are then built from the same headers without opening or checking them again.
         var textConfig = JsonConfig.Load(index.ComponentFile("text_encoder", "config.json"));
         var unetConfig = UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
-        using (var file = SafetensorsFile.Open(textWeights))
-            ClipTextModel.CheckWeights(AllTensors(file), textConfig, $"text encoder from '{textDir}'");
-        using (var file = SafetensorsFile.Open(unetWeights))
-            UNet2DConditionModel.CheckWeights(unetConfig, AllTensors(file), $"unet from '{unetDir}'");
+        var vaeConfig = AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json"));
+        string textName = $"text encoder from '{textDir}'", unetName = $"unet from '{unetDir}'", vaeName = $"vae (AutoencoderKL) from '{vaeDir}'";
+        using var textFile = SafetensorsFile.Open(textWeights);
+        using var unetFile = SafetensorsFile.Open(unetWeights);
+        using var vaeFile = SafetensorsFile.Open(vaeWeights);
+        var textTensors = AllTensors(textFile);
+        var unetTensors = AllTensors(unetFile);
+        var vaeTensors = AutoencoderKL.WeightMap(vaeFile);
+        ClipTextModel.CheckWeights(textTensors, textConfig, textName);
+        UNet2DConditionModel.CheckWeights(unetConfig, unetTensors, unetName);
         CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
-        using (var file = SafetensorsFile.Open(vaeWeights))
-            AutoencoderKL.CheckWeights(AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), AutoencoderKL.WeightMap(file), $"vae (AutoencoderKL) from '{vaeDir}'");
+        AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
         ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(textDir, device, dtype, textWeights);
+            text = ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName);
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
+            unet = UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights);
+            var vae = AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -86,7 +92,8 @@ internal static class ModelLoader
         ReportUnusedTensors(checkpoint, logger);
         var tokenizer = ClipTokenizer.ForModel(file, options.ConfigDirectory);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
-        // Every config is read, range-checked and compared with the header before any component is built.
+        // Every config is read, range-checked and compared with the header before any component is built (once: the
+        // components are then built without checking again).
         var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
         var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
         string textName = $"text_encoder from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
@@ -98,11 +105,11 @@ internal static class ModelLoader
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
+            text = ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
+            unet = UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
+            var vae = AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
