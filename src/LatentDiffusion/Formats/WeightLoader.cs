@@ -128,17 +128,84 @@ public static class WeightLoader
     private static void LoadPrechecked(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component)
     {
         using var noGrad = no_grad();
+        using var staging = new StagingBuffer();
         foreach (var (name, target) in Targets(module))
         {
             if (!weights.TryGetValue(name, out var source)) continue;
-            using var value = source.Load(target.dtype, target.device);
-            if (value.is_floating_point())
+            if (source.Reshape is null && target.device_type == DeviceType.CPU && target.is_contiguous())
             {
-                using var finite = isfinite(value).all();
-                if (!finite.item<bool>())
-                    throw new InvalidDataException($"Cannot load {component}: tensor {source} holds NaN or infinite values{(value.dtype == source.File.Entries[source.Key].ScalarType ? "" : $" (after conversion to {value.dtype})")}; a model with such weights produces only NaN.");
+                Stream(source, target, staging, component);
+                continue;
             }
+            using var value = source.Load(target.dtype, target.device);
+            if (value.is_floating_point() && !AllFinite(value))
+                throw NotFinite(component, source, value.dtype);
             target.copy_(value);
+        }
+    }
+
+    /// <summary>
+    /// Reads a stored tensor into a CPU target piece by piece: straight into the target's storage when the dtypes agree,
+    /// otherwise through one small reused staging buffer and an in-place conversion. No whole-tensor temporary is made,
+    /// so loading a model leaves no freed blocks behind between its weights (which the C allocator would keep).
+    /// </summary>
+    private static unsafe void Stream(TensorRef source, Tensor target, StagingBuffer staging, string component)
+    {
+        var entry = source.File.Entries[source.Key];
+        long count = entry.ElementCount;
+        if (count == 0) return;
+        int size = (int)((entry.End - entry.Begin) / count);
+        using var flat = target.view(-1);
+        bool floating = target.is_floating_point();
+        if (entry.ScalarType == target.dtype)
+        {
+            byte* dst = (byte*)Runtime.TorchRuntime.DataPointer(flat);
+            source.File.ReadBytes(entry, 0, dst, count * size);
+            for (long at = 0; floating && at < count; at += StagingBuffer.Elements)
+            {
+                using var piece = flat.narrow(0, at, Math.Min(StagingBuffer.Elements, count - at));
+                if (!AllFinite(piece)) throw NotFinite(component, source, target.dtype);
+            }
+            return;
+        }
+        var buffer = staging.For(entry.ScalarType);
+        byte* staged = (byte*)Runtime.TorchRuntime.DataPointer(buffer);
+        for (long at = 0; at < count; at += StagingBuffer.Elements)
+        {
+            long n = Math.Min(StagingBuffer.Elements, count - at);
+            source.File.ReadBytes(entry, at * size, staged, n * size);
+            using var from = buffer.narrow(0, 0, n);
+            using var to = flat.narrow(0, at, n);
+            to.copy_(from);
+            if (floating && !AllFinite(to)) throw NotFinite(component, source, target.dtype);
+        }
+    }
+
+    private static bool AllFinite(Tensor value)
+    {
+        using var finite = isfinite(value).all();
+        return finite.item<bool>();
+    }
+
+    private static InvalidDataException NotFinite(string component, TensorRef source, ScalarType dtype)
+        => new($"Cannot load {component}: tensor {source} holds NaN or infinite values{(dtype == source.File.Entries[source.Key].ScalarType ? "" : $" (after conversion to {dtype})")}; a model with such weights produces only NaN.");
+
+    /// <summary>One staging tensor per stored dtype, reused for every weight of a load.</summary>
+    private sealed class StagingBuffer : IDisposable
+    {
+        public const long Elements = 1 << 21;
+
+        private readonly Dictionary<ScalarType, Tensor> _buffers = new();
+
+        public Tensor For(ScalarType dtype)
+        {
+            if (!_buffers.TryGetValue(dtype, out var buffer)) _buffers[dtype] = buffer = empty(Elements, dtype);
+            return buffer;
+        }
+
+        public void Dispose()
+        {
+            foreach (var b in _buffers.Values) b.Dispose();
         }
     }
 
