@@ -33,10 +33,11 @@ internal static class GenerateCommand
         var clipSkip = new Option<int>("--clip-skip") { Description = "Text encoder layers to skip at the end (0 = none)." };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
+        var threads = new Option<int?>("--threads", "-t") { Description = "CPU threads for libtorch's kernels; default: libtorch's choice (the cores, or OMP_NUM_THREADS)." };
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
+            model, config, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite, threads,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -46,6 +47,8 @@ internal static class GenerateCommand
             int stepCount = parse.GetValue(steps);
             double? img2imgStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
             CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
+            if (parse.GetValue(threads) is { } t && t is < 1 or > TorchThreads.Max)
+                throw new ArgumentException($"--threads must be between 1 and {TorchThreads.Max}, got {t}.");
             var overrides = ParseOverrides(parse.GetValue(schedulerOption));
             string? schedulerName = null;
             if (parse.GetValue(scheduler) is { } givenScheduler)
@@ -68,6 +71,7 @@ internal static class GenerateCommand
                 DType = DeviceSpec.ParseDType(parse.GetValue(dtype)!),
                 ConfigDirectory = parse.GetValue(config),
                 LoggerFactory = loggerFactory,
+                Threads = parse.GetValue(threads),
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
             var options = new GenerationOptions
@@ -122,7 +126,7 @@ internal static class GenerateCommand
         return command;
     }
 
-    /// <summary>The line of per-phase times printed at the end.</summary>
+    /// <summary>The line of per-phase times (and the process's peak resident memory) printed at the end.</summary>
     internal static string Timings(TimeSpan load, GenerationTimings? timings, int steps, TimeSpan total)
     {
         var line = new System.Text.StringBuilder(FormattableString.Invariant($"time: load {load.TotalSeconds:F1} s"));
@@ -131,7 +135,7 @@ internal static class GenerateCommand
             double perSecond = t.Denoising.TotalSeconds > 0 ? steps / t.Denoising.TotalSeconds : 0;
             line.Append(FormattableString.Invariant($", text encoding {t.TextEncoding.TotalSeconds:F1} s, denoising {t.Denoising.TotalSeconds:F1} s ({perSecond:0.00} it/s), decoding {t.Decoding.TotalSeconds:F1} s"));
         }
-        line.Append(FormattableString.Invariant($", total {total.TotalSeconds:F1} s"));
+        line.Append(FormattableString.Invariant($", total {total.TotalSeconds:F1} s, peak RSS {PeakMemory.PeakResidentBytes / 1e9:F2} GB"));
         return line.ToString();
     }
 

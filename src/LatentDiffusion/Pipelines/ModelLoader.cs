@@ -22,7 +22,9 @@ internal static class ModelLoader
         // Components combine folder and file names; a full path keeps a relative model path from being applied twice.
         path = Path.GetFullPath(path);
         var logger = options.LoggerFactory?.CreateLogger("LatentDiffusion.Loading") ?? (ILogger)NullLogger.Instance;
+        if (options.Threads is { } threads) TorchThreads.Validate(threads);
         TorchRuntime.EnsureInitialized(options.Runtime, logger);
+        TorchThreads.Apply(options.Threads);
         var device = DeviceSpec.Parse(options.Device);
         var dtype = options.DType;
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
@@ -71,11 +73,11 @@ internal static class ModelLoader
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName);
+            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName);
+            var vae = Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName));
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -105,11 +107,11 @@ internal static class ModelLoader
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
+            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName);
+            var vae = Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName));
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -132,6 +134,16 @@ internal static class ModelLoader
         var unexpected = checkpoint.UnexpectedKeys;
         if (unexpected.Count > 0)
             logger.LogWarning("{Count} tensor(s) in {File} belong to no component and are ignored: {Names}", unexpected.Count, checkpoint.File.Path, Sample(unexpected));
+    }
+
+    // Builds and loads one component, logging how long it took and the process's peak memory so far.
+    private static T Timed<T>(ILogger logger, string component, Func<T> load)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var result = load();
+        logger.LogInformation("Loaded the {Component} in {Seconds:F1} s (peak RSS so far {PeakGb:F2} GB)", component,
+            System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds, PeakMemory.PeakResidentBytes / 1e9);
+        return result;
     }
 
     // The pipeline checks this too, but only once both models are built.
