@@ -181,10 +181,12 @@ public static class WeightLoader
         }
     }
 
+    // Both temporaries are disposed at once: a bool mask left to the finalizer is a byte per weight that the GC does not see.
     private static bool AllFinite(Tensor value)
     {
-        using var finite = isfinite(value).all();
-        return finite.item<bool>();
+        using var mask = isfinite(value);
+        using var all = mask.all();
+        return all.item<bool>();
     }
 
     private static InvalidDataException NotFinite(string component, TensorRef source, ScalarType dtype)
