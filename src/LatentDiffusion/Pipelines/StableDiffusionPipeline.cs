@@ -155,7 +155,9 @@ public sealed class StableDiffusionPipeline : IPipeline
 
         // 1. The context: [negative; positive] when guiding, as one batch.
         cancellationToken.ThrowIfCancellationRequested();
-        var context = EncodeContext(prompt, options, perPrompt, guidance, dtype, device);
+        // The text encoder's activations are freed here, before the UNet runs; only the context stays.
+        Tensor context;
+        using (NewDisposeScope()) context = EncodeContext(prompt, options, perPrompt, guidance, dtype, device).MoveToOuterDisposeScope();
         finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
         var textEncoding = clock.Elapsed;
 
@@ -222,6 +224,8 @@ public sealed class StableDiffusionPipeline : IPipeline
         }
         cancellationToken.ThrowIfCancellationRequested();
         var denoisingEnd = clock.Elapsed;
+        // The UNet's cross-attention keys and values are not needed by the decoder.
+        kvCache.Dispose();
 
         // 4. Decode, and refuse a non-finite image rather than return it as black.
         var decoded = DecodeLatents(latents, cancellationToken);
