@@ -37,9 +37,11 @@ internal static class GenerateCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
         var lora = new Option<string[]>("--lora") { Description = "A LoRA file (kohya/A1111 or diffusers/PEFT .safetensors, or a diffusers LoRA folder) with an optional scale, FILE[:scale] (default 1); repeatable.", AllowMultipleArgumentsPerToken = false };
 
+        var threads = new Option<int?>("--threads", "-t") { Description = "CPU threads for libtorch's kernels; default: libtorch's choice (the cores, or OMP_NUM_THREADS)." };
+
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, tokenizer, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite,
+            model, config, tokenizer, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite, threads,
         };
         var promptArguments = new PromptArguments();
         promptArguments.AddTo(command);
@@ -53,6 +55,8 @@ internal static class GenerateCommand
             if (parse.GetValue(mask) is not null && parse.GetValue(initImage) is null)
                 throw new ArgumentException("--mask needs --init-image: the mask marks which part of that image to repaint.");
             CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
+            if (parse.GetValue(threads) is { } t && t is < 1 or > TorchThreads.Max)
+                throw new ArgumentException($"--threads must be between 1 and {TorchThreads.Max}, got {t}.");
             var overrides = ParseOverrides(parse.GetValue(schedulerOption));
             var embeddings = promptArguments.Embeddings(parse);
             string? schedulerName = null;
@@ -78,6 +82,7 @@ internal static class GenerateCommand
                 ConfigDirectory = parse.GetValue(config),
                 TokenizerDirectory = parse.GetValue(tokenizer),
                 LoggerFactory = loggerFactory,
+                Threads = parse.GetValue(threads),
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
             pipelineOptions = pipelineOptions with { Loras = loras };
@@ -140,7 +145,7 @@ internal static class GenerateCommand
         return command;
     }
 
-    /// <summary>The line of per-phase times printed at the end.</summary>
+    /// <summary>The line of per-phase times (and the process's peak resident memory) printed at the end.</summary>
     internal static string Timings(TimeSpan load, GenerationTimings? timings, int steps, TimeSpan total)
     {
         var line = new System.Text.StringBuilder(FormattableString.Invariant($"time: load {load.TotalSeconds:F1} s"));
@@ -149,7 +154,7 @@ internal static class GenerateCommand
             double perSecond = t.Denoising.TotalSeconds > 0 ? steps / t.Denoising.TotalSeconds : 0;
             line.Append(FormattableString.Invariant($", text encoding {t.TextEncoding.TotalSeconds:F1} s, denoising {t.Denoising.TotalSeconds:F1} s ({perSecond:0.00} it/s), decoding {t.Decoding.TotalSeconds:F1} s"));
         }
-        line.Append(FormattableString.Invariant($", total {total.TotalSeconds:F1} s"));
+        line.Append(FormattableString.Invariant($", total {total.TotalSeconds:F1} s, peak RSS {PeakMemory.PeakResidentBytes / 1e9:F2} GB"));
         return line.ToString();
     }
 

@@ -214,6 +214,28 @@ public sealed class SafetensorsFile : IDisposable
         return t;
     }
 
+    /// <summary>
+    /// Reads <paramref name="count"/> bytes of tensor <paramref name="entry"/>, from <paramref name="offset"/> bytes into its
+    /// data, to <paramref name="destination"/> (for loading straight into a model's storage, with no temporary tensor).
+    /// </summary>
+    internal unsafe void ReadBytes(SafetensorsEntry entry, long offset, byte* destination, long count)
+    {
+        if (offset < 0 || count < 0 || offset + count > entry.End - entry.Begin)
+            throw new ArgumentOutOfRangeException(nameof(count), $"Bytes [{offset}, {offset + count}) are outside tensor '{entry.Name}' ({entry.End - entry.Begin} bytes).");
+        lock (_stream)
+        {
+            _stream.Position = _dataStart + entry.Begin + offset;
+            long done = 0;
+            while (done < count)
+            {
+                int chunk = (int)Math.Min(count - done, 1 << 26);
+                int n = _stream.Read(new Span<byte>(destination + done, chunk));
+                if (n <= 0) throw Bad(Path, $"tensor '{entry.Name}': the file ended while reading its data");
+                done += n;
+            }
+        }
+    }
+
     /// <summary>Closes the file.</summary>
     public void Dispose() => _stream.Dispose();
 }

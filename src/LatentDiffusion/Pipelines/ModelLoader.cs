@@ -22,7 +22,9 @@ internal static partial class ModelLoader
         // Components combine folder and file names; a full path keeps a relative model path from being applied twice.
         path = Path.GetFullPath(path);
         var logger = options.LoggerFactory?.CreateLogger("LatentDiffusion.Loading") ?? (ILogger)NullLogger.Instance;
+        if (options.Threads is { } threads) TorchThreads.Validate(threads);
         TorchRuntime.EnsureInitialized(options.Runtime, logger);
+        TorchThreads.Apply(options.Threads);
         var device = DeviceSpec.Parse(options.Device);
         var dtype = options.DType;
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
@@ -52,26 +54,32 @@ internal static partial class ModelLoader
         string textWeights = index.WeightsFile("text_encoder", "model", options.Variant, logger);
         string unetWeights = index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger);
         string vaeWeights = index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger);
-        // Every config is read, range-checked and compared with its weights' header before any component is built.
+        // Every config is read, range-checked and compared with its weights' header before any component is built; the
+        // files stay open, so the components are then built from the same headers without opening or checking them again.
         var textConfig = JsonConfig.Load(index.ComponentFile("text_encoder", "config.json"));
         var unetConfig = UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
-        using (var file = SafetensorsFile.Open(textWeights))
-            ClipTextModel.CheckWeights(AllTensors(file), textConfig, $"text encoder from '{textDir}'");
-        using (var file = SafetensorsFile.Open(unetWeights))
-            UNet2DConditionModel.CheckWeights(unetConfig, AllTensors(file), $"unet from '{unetDir}'");
+        var vaeConfig = AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json"));
+        string textName = $"text encoder from '{textDir}'", unetName = $"unet from '{unetDir}'", vaeName = $"vae (AutoencoderKL) from '{vaeDir}'";
+        using var textFile = SafetensorsFile.Open(textWeights);
+        using var unetFile = SafetensorsFile.Open(unetWeights);
+        using var vaeFile = SafetensorsFile.Open(vaeWeights);
+        var textTensors = AllTensors(textFile);
+        var unetTensors = AllTensors(unetFile);
+        var vaeTensors = AutoencoderKL.WeightMap(vaeFile);
+        ClipTextModel.CheckWeights(textTensors, textConfig, textName);
+        UNet2DConditionModel.CheckWeights(unetConfig, unetTensors, unetName);
         CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
-        using (var file = SafetensorsFile.Open(vaeWeights))
-            AutoencoderKL.CheckWeights(AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), AutoencoderKL.WeightMap(file), $"vae (AutoencoderKL) from '{vaeDir}'");
+        AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
         ct.ThrowIfCancellationRequested();
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(textDir, device, dtype, textWeights);
+            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeDir, device, vaeDtype, vaeWeights)
-                : LoadVaeFile(options.VaeFile, AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json")), device, vaeDtype);
+            var vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName))
+                : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
@@ -89,7 +97,8 @@ internal static partial class ModelLoader
         if (checkpoint.IsStableDiffusionXL) return LoadXlSingleFile(checkpoint, options, device, dtype, vaeDtype, logger, ct);
         var tokenizer = SingleFileTokenizers.Load(file, checkpoint.TextEncoderLayout, options, logger, ct);
         var scheduler = SchedulerRegistry.FromConfig(checkpoint.SchedulerConfig);
-        // Every config is read, range-checked and compared with the header before any component is built.
+        // Every config is read, range-checked and compared with the header before any component is built (once: the
+        // components are then built without checking again).
         var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
         var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
         string textName = $"text_encoder from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
@@ -101,11 +110,11 @@ internal static partial class ModelLoader
         ITextEncoder? text = null; IUNet? unet = null;
         try
         {
-            text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
+            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName)
+            var vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName))
                 : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
@@ -129,6 +138,16 @@ internal static partial class ModelLoader
         var unexpected = checkpoint.UnexpectedKeys;
         if (unexpected.Count > 0)
             logger.LogWarning("{Count} tensor(s) in {File} belong to no component and are ignored: {Names}", unexpected.Count, checkpoint.File.Path, Sample(unexpected));
+    }
+
+    // Builds and loads one component, logging how long it took and the process's peak memory so far.
+    private static T Timed<T>(ILogger logger, string component, Func<T> load)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var result = load();
+        logger.LogInformation("Loaded the {Component} in {Seconds:F1} s (peak RSS so far {PeakGb:F2} GB)", component,
+            System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds, PeakMemory.PeakResidentBytes / 1e9);
+        return result;
     }
 
     // The pipeline checks this too, but only once both models are built.

@@ -64,4 +64,11 @@ public sealed record PipelineOptions
     /// scale and optionally fused. A file that does not fit the model fails the load. See docs/lora.md.
     /// </summary>
     public IReadOnlyList<LatentDiffusion.Adapters.LoraSource>? Loras { get; init; }
+
+    /// <summary>
+    /// CPU threads for libtorch's kernels (as stable-diffusion.cpp's <c>-t</c>); null keeps libtorch's default (the machine's
+    /// cores, or <c>OMP_NUM_THREADS</c>). Applied when the pipeline is loaded, to the whole process: libtorch has one CPU
+    /// thread pool, so the last pipeline loaded with a count sets it for all (see <see cref="TorchThreads"/>).
+    /// </summary>
+    public int? Threads { get; init; }
 }

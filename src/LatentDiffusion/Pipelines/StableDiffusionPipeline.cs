@@ -162,7 +162,16 @@ public sealed partial class StableDiffusionPipeline : IPipeline
 
         // 1. The context: [negative; positive] when guiding, as one batch.
         cancellationToken.ThrowIfCancellationRequested();
-        var (context, added) = EncodeConditioning(prompt, options, perPrompt, guidance, dtype, device);
+        // The text encoders' activations are freed here, before the UNet runs; only the context (and SDXL's added
+        // conditions) stay.
+        Tensor context;
+        AddedConditions? added;
+        using (NewDisposeScope())
+        {
+            (context, added) = EncodeConditioning(prompt, options, perPrompt, guidance, dtype, device);
+            context = context.MoveToOuterDisposeScope();
+            if (added is not null) added = new AddedConditions(added.TextEmbeds.MoveToOuterDisposeScope(), added.TimeIds.MoveToOuterDisposeScope());
+        }
         finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
         var textEncoding = clock.Elapsed;
 
@@ -248,6 +257,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         }
         cancellationToken.ThrowIfCancellationRequested();
         var denoisingEnd = clock.Elapsed;
+        // The UNet's cross-attention keys and values are not needed by the decoder.
+        kvCache.Dispose();
 
         // 4. Decode, and refuse a non-finite image rather than return it as black.
         var decoded = DecodeLatents(latents, cancellationToken);

@@ -141,6 +141,15 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         return model;
     }
 
+    /// <summary>As <see cref="Load(IReadOnlyDictionary{string, TensorRef}, JsonConfig, Device, ScalarType, string?)"/> for weights that <see cref="CheckWeights"/> has accepted.</summary>
+    internal static ClipTextModel LoadPrechecked(IReadOnlyDictionary<string, TensorRef> weights, JsonConfig config, Device device, ScalarType dtype, string component)
+    {
+        var cfg = ClipTextConfig.FromJson(config);
+        var model = WeightLoader.BuildPrechecked(d => new ClipTextModel(cfg, d, dtype), device, StripReferencePrefix(weights, component), component);
+        model.eval();
+        return model;
+    }
+
     /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
     /// <exception cref="InvalidDataException">The config is invalid, or a weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
     internal static void CheckWeights(IReadOnlyDictionary<string, TensorRef> weights, JsonConfig config, string component)

@@ -211,6 +211,10 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         return WeightLoader.BuildChecked(d => new UNet2DConditionModel(config, d, dtype), device, weights, component ?? "unet");
     }
 
+    /// <summary>As <see cref="Load(UNet2DConditionConfig, IReadOnlyDictionary{string, TensorRef}, Device, ScalarType, string?)"/> for weights that <see cref="CheckWeights"/> has accepted.</summary>
+    internal static UNet2DConditionModel LoadPrechecked(UNet2DConditionConfig config, IReadOnlyDictionary<string, TensorRef> weights, Device device, ScalarType dtype, string component)
+        => WeightLoader.BuildPrechecked(d => new UNet2DConditionModel(config, d, dtype), device, weights, component);
+
     /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
     /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
     internal static void CheckWeights(UNet2DConditionConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)

@@ -48,6 +48,14 @@ public sealed partial class AutoencoderKL
         return model;
     }
 
+    /// <summary>As <see cref="Load(AutoencoderKLConfig, IReadOnlyDictionary{string, TensorRef}, Device, ScalarType, string)"/> for weights that <see cref="CheckWeights"/> has accepted.</summary>
+    internal static AutoencoderKL LoadPrechecked(AutoencoderKLConfig config, IReadOnlyDictionary<string, TensorRef> weights, Device device, ScalarType dtype, string component)
+    {
+        var model = WeightLoader.BuildPrechecked(d => new AutoencoderKL(config, d, dtype), device, weights, component);
+        model.eval();
+        return model;
+    }
+
     /// <summary>Checks that <paramref name="weights"/> fit the model <paramref name="config"/> describes, building only its skeleton on the <c>meta</c> device.</summary>
     /// <exception cref="InvalidDataException">A weight is missing, unexpected, of the wrong shape or not floating-point.</exception>
     internal static void CheckWeights(AutoencoderKLConfig config, IReadOnlyDictionary<string, TensorRef> weights, string component)

@@ -123,7 +123,7 @@ public class CliFirstHourTests
         var steps = lines.Where(l => l.StartsWith("step ", StringComparison.Ordinal)).Select(l => l.Split(' ')[1]).ToArray();
         Assert.That(steps, Is.EqualTo(new[] { "1/3", "2/3", "3/3" }), err);
         var time = lines.Single(l => l.StartsWith("time: ", StringComparison.Ordinal));
-        Assert.That(time, Does.Match(@"^time: load \d+\.\d s, text encoding \d+\.\d s, denoising \d+\.\d s \(\d+\.\d\d it/s\), decoding \d+\.\d s, total \d+\.\d s$"));
+        Assert.That(time, Does.Match(@"^time: load \d+\.\d s, text encoding \d+\.\d s, denoising \d+\.\d s \(\d+\.\d\d it/s\), decoding \d+\.\d s, total \d+\.\d s, peak RSS \d+\.\d\d GB$"));
         Assert.That(err, Does.Not.Contain("NNPACK"));
     }
 

@@ -136,6 +136,7 @@ public class CliTests
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--init-image", Path.Combine(d, "huge.png"), "--output", Path.Combine(d, "o.png")]), "8192").SetName("oversized init image");
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--device", "tpu", "--output", Path.Combine(d, "o.png")]), "tpu").SetName("bad device");
         yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--steps", "0", "--output", Path.Combine(d, "o.png")]), "--steps must be at least 1, got 0").SetName("zero steps");
+        yield return new TestCaseData((Func<string, string[]>)(d => ["generate", "--model", GeneratedModel.Folder, "--prompt", "x", "--threads", "0", "--output", Path.Combine(d, "o.png")]), "--threads must be between 1 and 1024, got 0").SetName("zero threads");
     }
 
     [TestCaseSource(nameof(BadInputs))]
