@@ -45,7 +45,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// <param name="unet">The denoiser.</param>
     /// <param name="vae">The autoencoder; its slicing and tiling are switched on when <paramref name="options"/> asks.</param>
     /// <param name="scheduler">The default scheduler.</param>
-    /// <param name="options">Logging, VAE slicing and tiling; the device and dtype are the components' own.</param>
+    /// <param name="options">Logging, VAE slicing and tiling, and the LoRAs to load (<see cref="PipelineOptions.Loras"/>); the
+    /// device, dtype and the other loading options (threads, files, variant) do not apply to components already built.</param>
     /// <param name="leaveComponentsOpen">True when the pipeline must not dispose the components.</param>
     public StableDiffusionPipeline(ITokenizer tokenizer, ITextEncoder textEncoder, IUNet unet, IVae vae, IScheduler scheduler, PipelineOptions? options = null, bool leaveComponentsOpen = false)
     {
