@@ -12,7 +12,7 @@ public sealed partial class StableDiffusionPipeline
     private bool _optionLorasLoaded;
 
     /// <summary>
-    /// The LoRAs of this pipeline's text encoder and UNet: load, unload, fuse and unfuse them
+    /// The LoRAs of this pipeline's text encoder (both of SDXL's) and UNet: load, unload, fuse and unfuse them
     /// (<see cref="LoraAdapters"/>); <see cref="GenerationOptions.Loras"/> chooses them per generation. Needs the
     /// library's own components (TorchSharp modules); see docs/lora.md.
     /// </summary>
