@@ -76,7 +76,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// their config (missing, unexpected, mis-shaped, integer or non-finite tensors).</exception>
     /// <exception cref="NotSupportedException">The model uses a feature this library does not implement.</exception>
     public static Task<StableDiffusionPipeline> LoadAsync(string path, PipelineOptions? options = null, CancellationToken cancellationToken = default)
-        => Task.Run(() => LoadWithLoras(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
+        => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
 
     /// <summary>The tokenizer (replaced by one that knows the new tokens when a textual inversion is loaded).</summary>
     public ITokenizer Tokenizer { get; private set; }
