@@ -29,38 +29,44 @@ internal static partial class ModelLoader
         string unetWeights = index.WeightsFile("unet", "diffusion_pytorch_model", options.Variant, logger);
         string vaeWeights = index.WeightsFile("vae", "diffusion_pytorch_model", options.Variant, logger);
 
-        // Every config is read, range-checked and compared with its weights' header before any component is built.
+        // Every config is read, range-checked and compared with its weights' header before any component is built; the
+        // files stay open, so the components are then built from the same headers without opening or checking them again.
         var textConfig = hasFirst ? JsonConfig.Load(index.ComponentFile("text_encoder", "config.json")) : null;
         var text2Config = JsonConfig.Load(index.ComponentFile("text_encoder_2", "config.json"));
         var unetConfig = UNet2DConditionConfig.Load(index.ComponentFile("unet", "config.json"));
         var vaeConfig = AutoencoderKLConfig.Load(index.ComponentFile("vae", "config.json"));
-        if (textConfig is not null)
-            using (var file = SafetensorsFile.Open(textWeights!))
-                ClipTextModel.CheckWeights(AllTensors(file), textConfig, $"text encoder from '{textDir}'");
-        using (var file = SafetensorsFile.Open(text2Weights))
-            ClipTextModel.CheckWeights(AllTensors(file), text2Config, $"text encoder 2 from '{text2Dir}'");
-        using (var file = SafetensorsFile.Open(unetWeights))
-            UNet2DConditionModel.CheckWeights(unetConfig, AllTensors(file), $"unet from '{unetDir}'");
+        string textName = $"text encoder from '{textDir}'", text2Name = $"text encoder 2 from '{text2Dir}'", unetName = $"unet from '{unetDir}'", vaeName = $"vae (AutoencoderKL) from '{vaeDir}'";
+        using var textFile = hasFirst ? SafetensorsFile.Open(textWeights!) : null;
+        using var text2File = SafetensorsFile.Open(text2Weights);
+        using var unetFile = SafetensorsFile.Open(unetWeights);
+        using var vaeFile = SafetensorsFile.Open(vaeWeights);
+        var textTensors = textFile is null ? null : AllTensors(textFile);
+        var text2Tensors = AllTensors(text2File);
+        var unetTensors = AllTensors(unetFile);
+        var vaeTensors = AutoencoderKL.WeightMap(vaeFile);
+        if (textConfig is not null) ClipTextModel.CheckWeights(textTensors!, textConfig, textName);
+        ClipTextModel.CheckWeights(text2Tensors, text2Config, text2Name);
+        UNet2DConditionModel.CheckWeights(unetConfig, unetTensors, unetName);
         CheckXlWidths(textConfig is null ? null : ClipTextConfig.FromJson(textConfig), ClipTextConfig.FromJson(text2Config), unetConfig, settings, dir);
-        using (var file = SafetensorsFile.Open(vaeWeights))
-            AutoencoderKL.CheckWeights(vaeConfig, AutoencoderKL.WeightMap(file), $"vae (AutoencoderKL) from '{vaeDir}'");
+        AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
         ct.ThrowIfCancellationRequested();
 
-        ITextEncoder? text = null, text2 = null; IUNet? unet = null;
+        ITextEncoder? text = null, text2 = null; IUNet? unet = null; IVae? vae = null;
         try
         {
-            if (hasFirst) text = ClipTextModel.Load(textDir!, device, dtype, textWeights);
-            text2 = ClipTextModel.Load(text2Dir, device, dtype, text2Weights);
+            if (textConfig is not null) text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors!, textConfig, device, dtype, textName));
+            text2 = Timed(logger, "text encoder 2", () => ClipTextModel.LoadPrechecked(text2Tensors, text2Config, device, dtype, text2Name));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetDir, device, dtype, unetWeights);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
             var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
-            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeDir, device, xlVaeDtype, vaeWeights) : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
+            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, xlVaeDtype, vaeName))
+                : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
         }
         catch
         {
-            text?.Dispose(); text2?.Dispose(); unet?.Dispose();
+            text?.Dispose(); text2?.Dispose(); unet?.Dispose(); vae?.Dispose();
             throw;
         }
     }
@@ -82,21 +88,22 @@ internal static partial class ModelLoader
         CheckXlWidths(hasFirst ? ClipTextConfig.FromJson(checkpoint.TextEncoderConfig) : null, ClipTextConfig.FromJson(checkpoint.TextEncoder2Config!), unetConfig, settings, file);
         AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
         ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null, text2 = null; IUNet? unet = null;
+        ITextEncoder? text = null, text2 = null; IUNet? unet = null; IVae? vae = null;
         try
         {
-            if (hasFirst) text = ClipTextModel.Load(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName);
-            text2 = ClipTextModel.Load(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, device, dtype, text2Name);
+            if (hasFirst) text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
+            text2 = Timed(logger, "text encoder 2", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, device, dtype, text2Name));
             ct.ThrowIfCancellationRequested();
-            unet = UNet2DConditionModel.Load(unetConfig, checkpoint.UNetWeights, device, dtype, unetName);
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
             var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
-            var vae = options.VaeFile is null ? AutoencoderKL.Load(vaeConfig, checkpoint.VaeWeights, device, xlVaeDtype, vaeName) : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
+            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, xlVaeDtype, vaeName))
+                : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
         }
         catch
         {
-            text?.Dispose(); text2?.Dispose(); unet?.Dispose();
+            text?.Dispose(); text2?.Dispose(); unet?.Dispose(); vae?.Dispose();
             throw;
         }
     }

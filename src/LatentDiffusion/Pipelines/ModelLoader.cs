@@ -71,20 +71,21 @@ internal static partial class ModelLoader
         CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
         AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
         ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null; IUNet? unet = null;
+        ITextEncoder? text = null; IUNet? unet = null; IVae? vae = null;
         try
         {
             text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
             unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName))
+            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName))
                 : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
         {
-            text?.Dispose(); unet?.Dispose();
+            // The constructor can still fail (a LoRA of PipelineOptions.Loras that does not fit): nothing built is kept.
+            text?.Dispose(); unet?.Dispose(); vae?.Dispose();
             throw;
         }
     }
@@ -107,20 +108,21 @@ internal static partial class ModelLoader
         CheckWidths(ClipTextConfig.FromJson(checkpoint.TextEncoderConfig), unetConfig, file);
         AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
         ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null; IUNet? unet = null;
+        ITextEncoder? text = null; IUNet? unet = null; IVae? vae = null;
         try
         {
             text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
             ct.ThrowIfCancellationRequested();
             unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
             ct.ThrowIfCancellationRequested();
-            var vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName))
+            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName))
                 : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
             return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
         }
         catch
         {
-            text?.Dispose(); unet?.Dispose();
+            // The constructor can still fail (a LoRA of PipelineOptions.Loras that does not fit): nothing built is kept.
+            text?.Dispose(); unet?.Dispose(); vae?.Dispose();
             throw;
         }
     }

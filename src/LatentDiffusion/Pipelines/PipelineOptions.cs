@@ -21,8 +21,9 @@ public sealed record PipelineOptions
     public string? Variant { get; init; }
 
     /// <summary>
-    /// For single-file checkpoints: a diffusers folder whose component <c>config.json</c> files and <c>tokenizer/</c> are used
-    /// instead of the configs inferred from tensor shapes and the tokenizer found in the hub cache (for unusual models).
+    /// For single-file checkpoints: a diffusers folder whose component <c>config.json</c> files and <c>tokenizer/</c> (SDXL:
+    /// also <c>tokenizer_2/</c>) are used instead of the configs inferred from tensor shapes and the tokenizer found in the
+    /// hub cache (for unusual models).
     /// </summary>
     public string? ConfigDirectory { get; init; }
 

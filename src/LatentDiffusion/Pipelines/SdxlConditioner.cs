@@ -133,10 +133,15 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         return (negative, string.IsNullOrEmpty(options.NegativePrompt2) ? negative : options.NegativePrompt2);
     }
 
-    /// <summary>How many chunks the negative half will have (1 when it is zeros or given ready).</summary>
+    /// <summary>
+    /// How many chunks the negative half will have: 1 when it is zeros; for ready embeddings, their whole chunks (1 when
+    /// their length is not a multiple), as <see cref="PromptEncoder"/> counts them for SD 1.x/2.x.
+    /// </summary>
     private int NegativeChunkCount(GenerationOptions options)
     {
-        if (options.NegativePromptEmbeddings is not null || (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt)) return 1;
+        if (options.NegativePromptEmbeddings is { } ready)
+            return ready.dim() == 3 && ready.shape[1] % textEncoder2.MaxPositions == 0 ? (int)(ready.shape[1] / textEncoder2.MaxPositions) : 1;
+        if (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt) return 1;
         var (negative, negative2) = NegativePrompts(options);
         return Tokenize(negative, negative2, options, null).Count;
     }

@@ -9,10 +9,9 @@ namespace LatentDiffusion.Pipelines;
 public sealed partial class StableDiffusionPipeline
 {
     private LoraAdapters? _loras;
-    private bool _optionLorasLoaded;
 
     /// <summary>
-    /// The LoRAs of this pipeline's text encoder and UNet: load, unload, fuse and unfuse them
+    /// The LoRAs of this pipeline's text encoder (both of SDXL's) and UNet: load, unload, fuse and unfuse them
     /// (<see cref="LoraAdapters"/>); <see cref="GenerationOptions.Loras"/> chooses them per generation. Needs the
     /// library's own components (TorchSharp modules); see docs/lora.md.
     /// </summary>
@@ -39,30 +38,9 @@ public sealed partial class StableDiffusionPipeline
         return new LoraAdapters(targets);
     }
 
-    /// <summary>
-    /// <see cref="ModelLoader.Load"/>, then <see cref="PipelineOptions.Loras"/> unless the constructor that built the
-    /// pipeline loaded them already (every constructor should; this keeps a model family whose constructor does not
-    /// from ignoring them).
-    /// </summary>
-    private static StableDiffusionPipeline LoadWithLoras(string path, PipelineOptions options, CancellationToken cancellationToken)
-    {
-        var pipeline = ModelLoader.Load(path, options, cancellationToken);
-        if (pipeline._optionLorasLoaded) return pipeline;
-        try
-        {
-            pipeline.LoadLoras(options.Loras);
-            return pipeline;
-        }
-        catch
-        {
-            pipeline.Dispose();
-            throw;
-        }
-    }
-
+    // Every constructor loads PipelineOptions.Loras, so a loaded pipeline has them (ModelLoader builds it through one).
     private void LoadLoras(IReadOnlyList<LoraSource>? sources)
     {
-        _optionLorasLoaded = true;
         if (sources is null || sources.Count == 0) return;
         try
         {

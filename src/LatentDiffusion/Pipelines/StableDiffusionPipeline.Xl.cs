@@ -29,7 +29,8 @@ public sealed partial class StableDiffusionPipeline
     /// <param name="vae">The autoencoder.</param>
     /// <param name="scheduler">The default scheduler.</param>
     /// <param name="settings">The model_index.json settings (zeroed empty negative prompt, aesthetic score); null for SDXL base's.</param>
-    /// <param name="options">Logging, VAE slicing and tiling.</param>
+    /// <param name="options">Logging, VAE slicing and tiling, and the LoRAs to load (<see cref="PipelineOptions.Loras"/>); the
+    /// device, dtype and the other loading options (threads, files, variant) do not apply to components already built.</param>
     /// <param name="leaveComponentsOpen">True when the pipeline must not dispose the components.</param>
     /// <exception cref="ArgumentException">One encoder is given without its tokenizer, or the widths do not fit the UNet
     /// (context width, or pooled width plus time ids against its added conditioning).</exception>

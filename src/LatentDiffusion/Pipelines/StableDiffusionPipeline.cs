@@ -45,7 +45,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// <param name="unet">The denoiser.</param>
     /// <param name="vae">The autoencoder; its slicing and tiling are switched on when <paramref name="options"/> asks.</param>
     /// <param name="scheduler">The default scheduler.</param>
-    /// <param name="options">Logging, VAE slicing and tiling; the device and dtype are the components' own.</param>
+    /// <param name="options">Logging, VAE slicing and tiling, and the LoRAs to load (<see cref="PipelineOptions.Loras"/>); the
+    /// device, dtype and the other loading options (threads, files, variant) do not apply to components already built.</param>
     /// <param name="leaveComponentsOpen">True when the pipeline must not dispose the components.</param>
     public StableDiffusionPipeline(ITokenizer tokenizer, ITextEncoder textEncoder, IUNet unet, IVae vae, IScheduler scheduler, PipelineOptions? options = null, bool leaveComponentsOpen = false)
     {
@@ -75,7 +76,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// their config (missing, unexpected, mis-shaped, integer or non-finite tensors).</exception>
     /// <exception cref="NotSupportedException">The model uses a feature this library does not implement.</exception>
     public static Task<StableDiffusionPipeline> LoadAsync(string path, PipelineOptions? options = null, CancellationToken cancellationToken = default)
-        => Task.Run(() => LoadWithLoras(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
+        => Task.Run(() => ModelLoader.Load(path, options ?? new PipelineOptions(), cancellationToken), cancellationToken);
 
     /// <summary>The tokenizer (replaced by one that knows the new tokens when a textual inversion is loaded).</summary>
     public ITokenizer Tokenizer { get; private set; }

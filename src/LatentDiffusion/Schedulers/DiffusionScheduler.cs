@@ -154,10 +154,6 @@ public abstract class DiffusionScheduler : IScheduler
     /// <summary>Forward diffusion at integer training timesteps (one per batch item): sqrt(ᾱ_t)·x₀ + sqrt(1−ᾱ_t)·noise.</summary>
     public Tensor AddNoise(Tensor original, Tensor noise, Tensor timesteps)
         => ForwardDiffusion.AddNoise(AlphasCumprod, original, noise, timesteps);
-
-    /// <summary>A clear refusal of a prediction type this class does not implement.</summary>
-    internal NotSupportedException UnsupportedPrediction()
-        => new($"{ClassName}: prediction_type '{PredictionType}' is not supported (supported: {string.Join(", ", SupportedPredictionTypes)}).");
 }
 
 /// <summary>The variance-preserving forward process q(x_t | x_0) on ᾱ, shared by all schedulers.</summary>

@@ -151,6 +151,8 @@ public sealed class ClipTokenizer : ITokenizer
     /// <summary>
     /// The tokenizer of a model on disk: a diffusers folder's <c>tokenizer/</c>, or for a single-file checkpoint (which
     /// carries none) the <c>tokenizer/</c> of <paramref name="configDirectory"/>, a diffusers folder of the same family.
+    /// For a single file without one, <c>SingleFileTokenizer.LoadAsync</c> (in <c>LatentDiffusion.Loading.SingleFile</c>)
+    /// finds the tokenizer in the Hugging Face cache or downloads it, as loading a pipeline does.
     /// </summary>
     /// <exception cref="ArgumentException">A single file and no <paramref name="configDirectory"/>.</exception>
     /// <exception cref="FileNotFoundException">Nothing at <paramref name="modelPath"/>.</exception>
@@ -160,7 +162,8 @@ public sealed class ClipTokenizer : ITokenizer
         if (Directory.Exists(modelPath)) return FromDirectory(Path.Combine(modelPath, "tokenizer"));
         if (!File.Exists(modelPath)) throw new FileNotFoundException($"Model not found: '{modelPath}'.", modelPath);
         if (configDirectory is null)
-            throw new ArgumentException($"'{modelPath}' is a single-file checkpoint, which carries no tokenizer: set PipelineOptions.ConfigDirectory (--config in the CLI) to a diffusers folder of the same family (for its tokenizer/ and configs).");
+            throw new ArgumentException($"'{modelPath}' is a single-file checkpoint, which carries no tokenizer: pass configDirectory, a diffusers folder of the same family (its tokenizer/), " +
+                "or use SingleFileTokenizer.LoadAsync (LatentDiffusion.Loading.SingleFile), which finds CLIP's tokenizer in the Hugging Face cache or downloads it once, as StableDiffusionPipeline.LoadAsync does.");
         return FromDirectory(Path.Combine(configDirectory, "tokenizer"));
     }
 

@@ -44,7 +44,7 @@ public sealed class LdmCheckpoint : IDisposable
     /// <summary>The open checkpoint file.</summary>
     public SafetensorsFile File { get; }
 
-    /// <summary>How the text encoder is stored (SD 1.x CLIP or SD 2.x OpenCLIP).</summary>
+    /// <summary>How the text encoder is stored (SD 1.x CLIP or SD 2.x OpenCLIP); <see cref="TextEncoderLayout.Clip"/> for SDXL, refiners included (the family of its first tokenizer).</summary>
     public TextEncoderLayout TextEncoderLayout { get; }
 
     /// <summary>True for SD 2.x conventions: an OpenCLIP text encoder or 1024-wide cross-attention.</summary>

@@ -6,10 +6,11 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace LatentDiffusion.Loading.SingleFile;
 
 /// <summary>
-/// Finds the CLIP tokenizer of a single-file checkpoint, which carries none. Every Stable Diffusion 1.x and 2.x text
-/// encoder reads OpenAI CLIP's byte-level BPE vocabulary (49,408 tokens, the same <c>vocab.json</c> and
+/// Finds the CLIP tokenizer of a single-file checkpoint, which carries none. Every Stable Diffusion 1.x, 2.x and SDXL
+/// text encoder reads OpenAI CLIP's byte-level BPE vocabulary (49,408 tokens, the same <c>vocab.json</c> and
 /// <c>merges.txt</c> in every repository listed by <see cref="KnownSources"/>); the families differ only in the pad
-/// token, which is set here from the checkpoint's text encoder (SD 1.x: <c>&lt;|endoftext|&gt;</c>, SD 2.x: <c>!</c>).
+/// token, which is set here from the checkpoint's text encoder (SD 1.x: <c>&lt;|endoftext|&gt;</c>, SD 2.x: <c>!</c>;
+/// SDXL's first tokenizer is SD 1.x's, and loading an SDXL pipeline reads its second with the pad token <c>!</c>).
 /// </summary>
 /// <remarks>
 /// Looked for in this order: a tokenizer folder given by the caller; the Hugging Face hub cache, in the snapshots of
