@@ -17,7 +17,9 @@ internal static class TokenizeCommand
         command.SetAction(async (parse, ct) =>
         {
             string path = BuiltInModel.Resolve(parse.GetValue(model));
-            string? folder = parse.GetValue(tokenizerDir) ?? (parse.GetValue(config) is { } c ? Path.Combine(c, "tokenizer") : null);
+            // As generate does: the config folder's tokenizer/ when it has one, else the hub cache (or one download).
+            string? folder = parse.GetValue(tokenizerDir)
+                ?? (parse.GetValue(config) is { } c && Directory.Exists(Path.Combine(c, "tokenizer")) ? Path.Combine(c, "tokenizer") : null);
             ClipTokenizer tokenizer;
             if (File.Exists(path) && !Directory.Exists(path))
             {

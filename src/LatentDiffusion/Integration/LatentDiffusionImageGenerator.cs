@@ -62,13 +62,13 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         };
         if (options?.AdditionalProperties is { } extra)
         {
-            if (extra.TryGetValue("seed", out var seed) && seed is not null) generation = generation with { Seed = Convert.ToInt64(seed, CultureInfo.InvariantCulture) };
-            if (extra.TryGetValue("steps", out var steps) && steps is not null) generation = generation with { Steps = Convert.ToInt32(steps, CultureInfo.InvariantCulture) };
-            if (extra.TryGetValue("guidance_scale", out var gs) && gs is not null) generation = generation with { GuidanceScale = Convert.ToDouble(gs, CultureInfo.InvariantCulture) };
-            if (extra.TryGetValue("strength", out var st) && st is not null) generation = generation with { Strength = Convert.ToDouble(st, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("seed", out var seed) && seed is not null) generation = generation with { Seed = Whole(seed, "seed", long.MinValue, long.MaxValue) };
+            if (extra.TryGetValue("steps", out var steps) && steps is not null) generation = generation with { Steps = (int)Whole(steps, "steps", int.MinValue, int.MaxValue) };
+            if (extra.TryGetValue("guidance_scale", out var gs) && gs is not null) generation = generation with { GuidanceScale = Number(gs, "guidance_scale") };
+            if (extra.TryGetValue("strength", out var st) && st is not null) generation = generation with { Strength = Number(st, "strength") };
             if (extra.TryGetValue("negative_prompt", out var np) && np is not null) generation = generation with { NegativePrompt = np.ToString() };
             if (extra.TryGetValue("scheduler", out var sc) && sc is not null) generation = generation with { Scheduler = sc.ToString() };
-            if (extra.TryGetValue("padding_mask_crop", out var pmc) && pmc is not null) generation = generation with { PaddingMaskCrop = Convert.ToInt32(pmc, CultureInfo.InvariantCulture) };
+            if (extra.TryGetValue("padding_mask_crop", out var pmc) && pmc is not null) generation = generation with { PaddingMaskCrop = (int)Whole(pmc, "padding_mask_crop", int.MinValue, int.MaxValue) };
         }
 
         using var result = await _pipeline.GenerateAsync(request.Prompt ?? "", generation, null, cancellationToken).ConfigureAwait(false);
@@ -126,4 +126,49 @@ public sealed class LatentDiffusionImageGenerator : IImageGenerator
         _disposed = true;
         if (_ownsPipeline) _pipeline.Dispose();
     }
+
+    /// <summary>
+    /// A number from <see cref="ImageGenerationOptions.AdditionalProperties"/>: a .NET number, a numeric string, or a
+    /// <see cref="System.Text.Json.JsonElement"/> holding either (what a request deserialised from JSON carries).
+    /// </summary>
+    /// <exception cref="ArgumentException">Anything else, naming the property and the value.</exception>
+    private static double Number(object value, string name)
+    {
+        double? number = value switch
+        {
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Number } e => e.GetDouble(),
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.String } e => ParseDouble(e.GetString()),
+            string text => ParseDouble(text),
+            double or float or decimal or long or int or short or byte or sbyte or ulong or uint or ushort => Convert.ToDouble(value, CultureInfo.InvariantCulture),
+            _ => null,
+        };
+        if (number is not double result || double.IsNaN(result)) throw NotA("a number", value, name);
+        return result;
+    }
+
+    /// <summary>A whole number in [<paramref name="min"/>, <paramref name="max"/>], exactly (seeds above 2^53 included); see <see cref="Number"/>.</summary>
+    /// <exception cref="ArgumentException">Not a whole number in range, naming the property and the value.</exception>
+    private static long Whole(object value, string name, long min, long max)
+    {
+        long? number = value switch
+        {
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Number } e => e.TryGetInt64(out long l) ? l : null,
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.String } e => ParseLong(e.GetString()),
+            string text => ParseLong(text),
+            long or int or short or byte or sbyte or uint or ushort => Convert.ToInt64(value, CultureInfo.InvariantCulture),
+            ulong u => u <= long.MaxValue ? (long)u : null,
+            decimal d => decimal.Truncate(d) == d && d >= long.MinValue && d <= long.MaxValue ? (long)d : null,
+            double or float => Convert.ToDouble(value, CultureInfo.InvariantCulture) is double f && Math.Floor(f) == f && f >= -9.2e18 && f <= 9.2e18 ? (long)f : null,
+            _ => null,
+        };
+        if (number is not long result || result < min || result > max) throw NotA($"a whole number from {min} to {max}", value, name);
+        return result;
+    }
+
+    private static double? ParseDouble(string? text) => double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) ? d : null;
+
+    private static long? ParseLong(string? text) => long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long l) ? l : null;
+
+    private static ArgumentException NotA(string what, object value, string name)
+        => new($"AdditionalProperties[\"{name}\"] must be {what}; got {(value is System.Text.Json.JsonElement e ? $"the JSON {e.ValueKind.ToString().ToLowerInvariant()} {e.GetRawText()}" : $"'{value}' ({value.GetType().Name})")}.", "options");
 }

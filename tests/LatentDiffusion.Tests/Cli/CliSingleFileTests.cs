@@ -28,4 +28,34 @@ public class CliSingleFileTests
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(new FileInfo(output).Length, Is.GreaterThan(0));
     }
+
+    [Test]
+    public async Task TokenizeWithAConfigFolderWithoutTokenizerFallsBackToTheCacheAsGenerateDoes()
+    {
+        string single = Fixtures.PathOf("tiny-sd15.safetensors"), folder = Fixtures.PathOf("tiny-sd15");
+        // A config folder without tokenizer/, and the tokenizer in a hub cache, offline (no download is tried).
+        string config = Directory.CreateDirectory(Path.Combine(_dir, "config")).FullName;
+        const string commit = "0123456789abcdef0123456789abcdef01234567";
+        string root = Path.Combine(_dir, "hub", "models--stable-diffusion-v1-5--stable-diffusion-v1-5");
+        string snapshot = Directory.CreateDirectory(Path.Combine(root, "snapshots", commit, "tokenizer")).FullName;
+        foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(folder, "tokenizer", f), Path.Combine(snapshot, f));
+        Directory.CreateDirectory(Path.Combine(root, "refs"));
+        File.WriteAllText(Path.Combine(root, "refs", "main"), commit);
+
+        var saved = (Cache: Environment.GetEnvironmentVariable("HF_HUB_CACHE"), Offline: Environment.GetEnvironmentVariable("HF_HUB_OFFLINE"));
+        try
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_CACHE", Path.Combine(_dir, "hub"));
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+            var (code, fromFile, err) = await CliTests.Run("tokenize", "--model", single, "--config", config, "a photograph of an astronaut");
+            Assert.That(code, Is.EqualTo(0), err);
+            var (_, fromFolder, _) = await CliTests.Run("tokenize", "--model", folder, "a photograph of an astronaut");
+            Assert.That(fromFile, Is.EqualTo(fromFolder));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("HF_HUB_CACHE", saved.Cache);
+            Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", saved.Offline);
+        }
+    }
 }
