@@ -34,12 +34,8 @@ internal static partial class ModelLoader
         var vaeDtype = options.UpcastVae ? ScalarType.Float32 : dtype;
 
         if (Directory.Exists(path)) return LoadFolder(path, options, device, dtype, vaeDtype, logger, ct);
-        if (File.Exists(path))
-        {
-            if (path.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".pt", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
-                throw new NotSupportedException($"'{path}' is a pickled PyTorch checkpoint; only .safetensors files are loaded (pickles can run code). Convert it to .safetensors first.");
-            return LoadSingleFile(path, options, device, dtype, vaeDtype, logger, ct);
-        }
+        // LdmCheckpoint.Open refuses pickled checkpoints (.ckpt, .pt, .pth, .bin) by name.
+        if (File.Exists(path)) return LoadSingleFile(path, options, device, dtype, vaeDtype, logger, ct);
         throw new FileNotFoundException($"Model not found: '{path}' is neither a diffusers folder nor a .safetensors file.", path);
     }
 

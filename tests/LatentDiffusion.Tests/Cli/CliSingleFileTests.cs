@@ -58,4 +58,21 @@ public class CliSingleFileTests
             Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", saved.Offline);
         }
     }
+
+    [TestCase("model.ckpt")]
+    [TestCase("model.pth")]
+    public async Task APickledCheckpointIsRefusedByNameInTokenizeAndGenerate(string name)
+    {
+        // A file that would otherwise reach the safetensors parser and fail with a header error.
+        string path = Path.Combine(_dir, name);
+        File.WriteAllBytes(path, [0x80, 0x02, 0x7d, 0x71, 0x00, 0x2e, 0, 0, 0, 0]);
+        var (code, _, err) = await CliTests.Run("tokenize", "--model", path, "a cat");
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(err, Does.Contain("pickled PyTorch checkpoint").And.Contain(name));
+        (code, _, err) = await CliTests.Run("generate", "--model", path, "--prompt", "a cat", "--steps", "1", "--output", Path.Combine(_dir, "out.png"));
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(err, Does.Contain("pickled PyTorch checkpoint"));
+        var e = Assert.ThrowsAsync<NotSupportedException>(() => LatentDiffusion.Pipelines.StableDiffusionPipeline.LoadAsync(path));
+        Assert.That(e!.Message, Does.Contain("pickled"));
+    }
 }

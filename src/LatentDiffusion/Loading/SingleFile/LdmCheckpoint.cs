@@ -230,12 +230,18 @@ public sealed class LdmCheckpoint : IDisposable
     /// <exception cref="FileNotFoundException">No such file.</exception>
     /// <exception cref="DirectoryNotFoundException"><paramref name="configDirectory"/> does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file, or not in the original layout; the message says what was expected.</exception>
+    /// <exception cref="NotSupportedException">A pickled PyTorch checkpoint (<c>.ckpt</c>, <c>.pt</c>, <c>.pth</c>, <c>.bin</c>), which is never read.</exception>
     public static LdmCheckpoint Open(string path, string? configDirectory = null)
     {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (PickledExtensions.Any(e => path.EndsWith(e, StringComparison.OrdinalIgnoreCase)))
+            throw new NotSupportedException($"'{path}' is a pickled PyTorch checkpoint; only .safetensors files are loaded (pickles can run code). Convert it to .safetensors first.");
         var file = SafetensorsFile.Open(path);
         try { return new LdmCheckpoint(file, ownsFile: true, configDirectory); }
         catch { file.Dispose(); throw; }
     }
+
+    private static readonly string[] PickledExtensions = [".ckpt", ".pt", ".pth", ".bin"];
 
     /// <summary>Maps the components of an already open file, which stays owned by the caller.</summary>
     /// <inheritdoc cref="Open(string, string?)"/>
