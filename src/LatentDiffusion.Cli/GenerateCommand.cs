@@ -36,12 +36,14 @@ internal static class GenerateCommand
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
         var lora = new Option<string[]>("--lora") { Description = "A LoRA file (kohya/A1111 or diffusers/PEFT .safetensors, or a diffusers LoRA folder) with an optional scale, FILE[:scale] (default 1); repeatable.", AllowMultipleArgumentsPerToken = false };
-
         var threads = new Option<int?>("--threads", "-t") { Description = "CPU threads for libtorch's kernels; default: libtorch's choice (the cores, or OMP_NUM_THREADS)." };
+        var vae = new Option<string?>("--vae") { Description = "A standalone VAE .safetensors file to use instead of the model's (diffusers names or the original layout, e.g. sdxl_vae.safetensors)." };
+        var prompt2 = new Option<string?>("--prompt-2") { Description = "SDXL: the prompt for the second text encoder; default: --prompt." };
+        var negative2 = new Option<string?>("--negative-prompt-2") { Description = "SDXL: the negative prompt for the second text encoder; default: --negative-prompt." };
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, tokenizer, prompt, negative, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite, threads,
+            model, config, tokenizer, vae, prompt, negative, prompt2, negative2, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite, threads,
         };
         var promptArguments = new PromptArguments();
         promptArguments.AddTo(command);
@@ -83,13 +85,16 @@ internal static class GenerateCommand
                 TokenizerDirectory = parse.GetValue(tokenizer),
                 LoggerFactory = loggerFactory,
                 Threads = parse.GetValue(threads),
+                VaeFile = parse.GetValue(vae),
+                Loras = loras,
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
-            pipelineOptions = pipelineOptions with { Loras = loras };
             using var maskImage = parse.GetValue(mask) is { } maskPath ? ImageLoading.Load(maskPath) : null;
             var options = new GenerationOptions
             {
                 NegativePrompt = parse.GetValue(negative),
+                Prompt2 = parse.GetValue(prompt2),
+                NegativePrompt2 = parse.GetValue(negative2),
                 Steps = stepCount,
                 GuidanceScale = parse.GetValue(guidance),
                 Scheduler = schedulerName,

@@ -73,4 +73,42 @@ public class SdxlToolTests
         direct.Images[0].CopyPixelDataTo(b);
         Assert.That(a, Is.EqualTo(b));
     }
+
+    [Test]
+    public async Task GenerateTakesTheSecondPromptsAndAStandaloneVae()
+    {
+        // A VAE file unlike the model's own (the decoder's last bias moved), so the image shows which VAE decoded it.
+        string vaeFile = Path.Combine(_dir, "other_vae.safetensors");
+        using (var own = LatentDiffusion.Formats.SafetensorsFile.Open(Fixtures.PathOf("tiny-sdxl", "vae", "diffusion_pytorch_model.safetensors")))
+        {
+            var tensors = own.Entries.Keys.ToDictionary(k => k, k => own.Load(k));
+            tensors["decoder.conv_out.bias"] = tensors["decoder.conv_out.bias"] + 0.25f;
+            LatentDiffusion.Formats.SafetensorsWriter.Save(vaeFile, tensors);
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+        string output = Path.Combine(_dir, "out.png");
+        var (code, _, err) = await CliTests.Run("generate", "--model", Fixtures.PathOf("tiny-sdxl"), "--prompt", "a lighthouse", "--prompt-2", "at dusk",
+            "--negative-prompt", "blurry", "--negative-prompt-2", "dark", "--vae", vaeFile, "--steps", "2", "--guidance", "5", "--seed", "3",
+            "--width", "64", "--height", "64", "--output", output);
+        Assert.That(code, Is.EqualTo(0), err);
+
+        var options = new GenerationOptions { Prompt2 = "at dusk", NegativePrompt = "blurry", NegativePrompt2 = "dark", Steps = 2, GuidanceScale = 5, Seed = 3, Width = 64, Height = 64 };
+        await using var withVae = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sdxl"), new PipelineOptions { VaeFile = vaeFile });
+        using var expected = withVae.Generate("a lighthouse", options);
+        using var plain = TinyModels.Get("tiny-sdxl").Generate("a lighthouse", options);
+        using var image = Image.Load<Rgb24>(output);
+        var written = new byte[64 * 64 * 3];
+        var library = new byte[64 * 64 * 3];
+        var ownVae = new byte[64 * 64 * 3];
+        image.CopyPixelDataTo(written);
+        expected.Images[0].CopyPixelDataTo(library);
+        plain.Images[0].CopyPixelDataTo(ownVae);
+        Assert.That(written, Is.EqualTo(library), "the tool's image is the library's with Prompt2, NegativePrompt2 and VaeFile");
+        Assert.That(written, Is.Not.EqualTo(ownVae), "the standalone VAE decoded it");
+
+        // On an SD 1.x model the second prompt is refused in one error line.
+        (code, _, err) = await CliTests.Run("generate", "--model", Fixtures.PathOf("tiny-sd15"), "--prompt", "a cat", "--prompt-2", "a dog", "--steps", "1", "--output", Path.Combine(_dir, "sd15.png"));
+        Assert.That(code, Is.Not.EqualTo(0));
+        Assert.That(err, Does.Contain("Prompt2"));
+    }
 }
