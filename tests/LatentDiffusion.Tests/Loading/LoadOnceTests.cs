@@ -24,10 +24,12 @@ public class LoadOnceTests
     [Test]
     public void ASingleFileIsCheckedOncePerComponent()
     {
+        // The fixtures first: without them the test is skipped before anything is created.
+        string tokenizer = Fixtures.PathOf("tiny-sd15", "tokenizer");
         string config = Path.Combine(Path.GetTempPath(), "ld-loadonce-" + Guid.NewGuid().ToString("N"));
         try
         {
-            HostileFile.CopyFolder(Fixtures.PathOf("tiny-sd15", "tokenizer"), Path.Combine(config, "tokenizer"));
+            HostileFile.CopyFolder(tokenizer, Path.Combine(config, "tokenizer"));
             int checks = WeightLoader.ChecksMade, built = WeightLoader.ModulesBuilt;
             using (ModelLoader.Load(Fixtures.PathOf("tiny-sd15.safetensors"), new PipelineOptions { ConfigDirectory = config }, CancellationToken.None)) { }
             Assert.That(WeightLoader.ModulesBuilt - built, Is.EqualTo(3), "text encoder, UNet, VAE");
@@ -35,7 +37,7 @@ public class LoadOnceTests
         }
         finally
         {
-            Directory.Delete(config, recursive: true);
+            if (Directory.Exists(config)) Directory.Delete(config, recursive: true);
         }
     }
 
