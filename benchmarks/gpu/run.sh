@@ -3,29 +3,13 @@
 # pipeline and this library on the same full-size SD 1.5 random-weight model, in one command, and checks CUDA parity
 # on the tiny model. Needs diffusers importable by python3 (PYTHONPATH). Writes logs and images to $OUT.
 set -uo pipefail
-OUT=${OUT:-${TMPDIR:-/tmp}/ldm-out}; mkdir -p "$OUT"
-W=${TMPDIR:-/tmp}/ldm; mkdir -p "$W"
-TL=$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))")
-TI=$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'include'))")
-tar -xJf .gpu/apps.tar.xz -C $W
-export LATENTDIFFUSION_LIBTORCH=$TL DOTNET_gcServer=0
-if g++ -O2 -shared -fPIC -std=c++17 benchmarks/gpu/memstats.cpp -I"$TI" -I"$TI/torch/csrc/api/include" -I/usr/local/cuda/include \
-     -L"$TL" -lc10_cuda -lc10 -Wl,-rpath,"$TL" -o $W/libldmemstats.so 2>"$OUT/memstats-build.log"; then
-  export LATENTDIFFUSION_MEMSTATS=$W/libldmemstats.so
-else echo "memstats shim did not build (see memstats-build.log)"; fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source benchmarks/gpu/setup.sh
 
 echo "== CUDA parity on the tiny model (float32) and the ldm tool"
 $W/apps/ldm/ldm generate --model .gpu/shared/tiny-sd15 --prompt "a photograph of an astronaut riding a horse" --steps 8 \
   --guidance 7.5 --seed 42 --width 128 --height 128 --device cuda --output "$OUT/tiny-cuda.png" --overwrite -v > "$OUT/tiny-cuda.log" 2>&1
 grep -vE "^\s+at " "$OUT/tiny-cuda.log" | tail -8
-python3 - "$OUT/tiny-cuda.png" .gpu/shared/expected-sd15-default-42.f32 <<'PY' | tee "$OUT/parity.txt"
-import sys, numpy as np
-from PIL import Image
-a = np.asarray(Image.open(sys.argv[1]).convert('RGB')).astype(np.float32) / 255
-e = np.fromfile(sys.argv[2], dtype=np.float32).reshape(a.shape)
-print(f"tiny sd15 txt2img on CUDA float32 vs reference CPU: max abs {np.abs(a - e).max():.5f} (PNG rounding allows 1/255 = 0.00392 + 2e-3)")
-PY
+python3 benchmarks/gpu/png_parity.py "$OUT/tiny-cuda.png" .gpu/shared/expected-sd15-default-42.f32 "tiny sd15 txt2img" | tee "$OUT/parity.txt"
 
 echo "== full-size SD 1.5 (random weights)"
 python3 .gpu/shared/make_sd15_random.py $W/sd15 --tokenizer .gpu/shared/tokenizer > "$OUT/make-model.log" 2>&1 || { cat "$OUT/make-model.log"; exit 1; }
