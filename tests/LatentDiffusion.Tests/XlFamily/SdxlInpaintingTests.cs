@@ -80,29 +80,6 @@ public class SdxlInpaintingTests
         return tensors;
     }
 
-    /// <summary>Records every UNet call's input and time ids, passing the call on.</summary>
-    private sealed class Recording(IUNet inner) : IUNet
-    {
-        public List<Tensor> Inputs { get; } = [];
-        public List<float[]> TimeIds { get; } = [];
-        public int InChannels => inner.InChannels;
-        public int OutChannels => inner.OutChannels;
-        public int SampleSize => inner.SampleSize;
-        public int CrossAttentionDim => inner.CrossAttentionDim;
-        public Device Device => inner.Device;
-        public ScalarType DType => inner.DType;
-        public int? AddedConditionsWidth => inner.AddedConditionsWidth;
-        public int? AddedTimeIdWidth => inner.AddedTimeIdWidth;
-        public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => inner.Forward(sample, timestep, encoderHiddenStates);
-        public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AddedConditions? addedConditions, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
-        {
-            Inputs.Add(sample.detach().clone().DetachFromDisposeScope());
-            TimeIds.Add(addedConditions!.TimeIds.flatten().data<float>().ToArray());
-            return inner.Forward(sample, timestep, encoderHiddenStates, addedConditions, crossAttentionCache, cancellationToken);
-        }
-        public void Dispose() { foreach (var t in Inputs) t.Dispose(); }
-    }
-
     private static StableDiffusionPipeline Compose(StableDiffusionPipeline p, IUNet unet)
         => new(p.Tokenizer, p.TextEncoder, p.Tokenizer2!, p.TextEncoder2!, unet, p.Vae, p.Scheduler, p.XLOptions, leaveComponentsOpen: true);
 
@@ -179,7 +156,7 @@ public class SdxlInpaintingTests
         // 96x64: latents 12 wide, 8 high; the left half repainted. The time ids are image-to-image's (the reference's
         // inpainting pipeline uses _get_add_time_ids of image to image): the negative half takes NegativeOriginalSize
         // with the positive crop and the positive target size (text to image would ignore a lone negative size).
-        using var recording = new Recording(Tiny.UNet);
+        using var recording = new RecordingUNet(Tiny.UNet);
         using var pipeline = Compose(Tiny, recording);
         using var init = Pattern(96, 64);
         using var mask = MaskWhere(96, 64, (x, _) => x < 48);
@@ -259,7 +236,7 @@ public class SdxlInpaintingTests
         };
         manual_seed(11);
         using var refinerUNet = new LatentDiffusion.UNet.UNet2DConditionModel(config, CPU, ScalarType.Float32);
-        using var recording = new Recording(refinerUNet);
+        using var recording = new RecordingUNet(refinerUNet);
         using var refiner = new StableDiffusionPipeline(null, null, Tiny.Tokenizer2!, Tiny.TextEncoder2!, recording, Tiny.Vae, Tiny.Scheduler,
             new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false, RequiresAestheticsScore = true }, leaveComponentsOpen: true);
 
@@ -299,7 +276,7 @@ public class SdxlInpaintingTests
         // At strength 1 the reference does not encode the init image: the noise is the first draw, the masked image's
         // posterior sample the second. Every step's input is cat(scaled latents, mask, masked-image latents), for both
         // halves of guidance.
-        using var recording = new Recording(Nine.UNet);
+        using var recording = new RecordingUNet(Nine.UNet);
         using var pipeline = Compose(Nine, recording);
         using var init = Pattern(96, 64);
         using var mask = MaskWhere(96, 64, (x, y) => x < 40 && y >= 16);

@@ -52,27 +52,6 @@ public class SdxlRefinerTests
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
-    /// <summary>Records the added conditions of every UNet call, passing them on.</summary>
-    private sealed class Recording(IUNet inner) : IUNet
-    {
-        public List<float[]> TimeIds { get; } = [];
-        public int InChannels => inner.InChannels;
-        public int OutChannels => inner.OutChannels;
-        public int SampleSize => inner.SampleSize;
-        public int CrossAttentionDim => inner.CrossAttentionDim;
-        public Device Device => inner.Device;
-        public ScalarType DType => inner.DType;
-        public int? AddedConditionsWidth => inner.AddedConditionsWidth;
-        public int? AddedTimeIdWidth => inner.AddedTimeIdWidth;
-        public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates) => inner.Forward(sample, timestep, encoderHiddenStates);
-        public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, AddedConditions? addedConditions, CrossAttentionCache? crossAttentionCache, CancellationToken cancellationToken)
-        {
-            TimeIds.Add(addedConditions!.TimeIds.flatten().data<float>().ToArray());
-            return inner.Forward(sample, timestep, encoderHiddenStates, addedConditions, crossAttentionCache, cancellationToken);
-        }
-        public void Dispose() { }
-    }
-
     [Test]
     public async Task ARefinerFolderLoadsWithOneEncoderAndConditionsOnTheAestheticScore()
     {
@@ -82,7 +61,7 @@ public class SdxlRefinerTests
         Assert.That(loaded.TextEncoder, Is.SameAs(loaded.TextEncoder2), "a refiner's only encoder is the second");
         Assert.That(ModelInfo.Describe(_dir).Components.Select(c => c.Name), Is.EqualTo(new[] { "text_encoder_2", "unet", "vae" }));
 
-        var recording = new Recording(loaded.UNet);
+        using var recording = new RecordingUNet(loaded.UNet);
         using var refiner = new StableDiffusionPipeline(null, null, loaded.Tokenizer2!, loaded.TextEncoder2!, recording, loaded.Vae, loaded.Scheduler,
             loaded.XLOptions, leaveComponentsOpen: true);
         using var start = await TinyModelsForRefiner.BaseLatents();
