@@ -44,6 +44,14 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
     public (Tensor Context, AddedConditions Added) Encode(string prompt, GenerationOptions options, int perPrompt, bool guidance, int width, int height,
         bool imageToImage, ScalarType dtype, Device device)
     {
+        // The negative prompt is tokenized once, up front: its chunk count decides the positive half's padding too.
+        bool zeroNegative = options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt;
+        XlChunks? negativeChunks = null;
+        if (guidance && options.NegativePromptEmbeddings is null && !zeroNegative)
+        {
+            var (negative, negative2) = NegativePrompts(options);
+            negativeChunks = Tokenize(negative, negative2, options, "negative prompt");
+        }
         Tensor context, pooled;
         if (options.PromptEmbeddings is { } given)
         {
@@ -57,7 +65,7 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
             var chunks = Tokenize(prompt, prompt2, options, "prompt");
             // Long prompts: every encoder's prompt and negative prompt get the same number of chunks, so the two hidden
             // states can be concatenated and the halves of guidance stacked.
-            int count = Math.Max(chunks.Count, guidance ? NegativeChunkCount(options) : 1);
+            int count = Math.Max(chunks.Count, guidance ? NegativeChunkCount(options, negativeChunks) : 1);
             // SDXL always reads the penultimate layer; clip skip counts from there.
             (context, pooled) = EncodeBoth(chunks, count, options.ClipSkip + 2, dtype, device);
         }
@@ -74,14 +82,13 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
                 throw new ArgumentException("An SDXL model needs NegativePooledPromptEmbeddings together with NegativePromptEmbeddings (the reference's negative_pooled_prompt_embeds).", nameof(options));
             (negContext, negPooled) = (ne.to(dtype, device), np.to(dtype, device));
         }
-        else if (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt)
+        else if (negativeChunks is null)
         {
             (negContext, negPooled) = (zeros_like(context), zeros_like(textEmbeds));
         }
         else
         {
-            var (negative, negative2) = NegativePrompts(options);
-            var chunks = Tokenize(negative, negative2, options, "negative prompt");
+            var chunks = negativeChunks;
             int count = Math.Max(chunks.Count, (int)(context.shape[1] / textEncoder2.MaxPositions));
             // The reference encodes the negative prompts without clip skip.
             (negContext, negPooled) = EncodeBoth(chunks, count, 2, dtype, device);
@@ -137,17 +144,15 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
     /// How many chunks the negative half will have: 1 when it is zeros; for ready embeddings, their whole chunks (1 when
     /// their length is not a multiple), as <see cref="PromptEncoder"/> counts them for SD 1.x/2.x.
     /// </summary>
-    private int NegativeChunkCount(GenerationOptions options)
+    private int NegativeChunkCount(GenerationOptions options, XlChunks? negativeChunks)
     {
         if (options.NegativePromptEmbeddings is { } ready)
             return ready.dim() == 3 && ready.shape[1] % textEncoder2.MaxPositions == 0 ? (int)(ready.shape[1] / textEncoder2.MaxPositions) : 1;
-        if (options.NegativePrompt is null && settings.ForceZerosForEmptyPrompt) return 1;
-        var (negative, negative2) = NegativePrompts(options);
-        return Tokenize(negative, negative2, options, null).Count;
+        return negativeChunks?.Count ?? 1;
     }
 
     /// <summary>Both encoders' chunks of their prompts (the first absent on a refiner), as <see cref="PromptEncoder"/> cuts them.</summary>
-    private XlChunks Tokenize(string prompt1, string prompt2, GenerationOptions options, string? what)
+    private XlChunks Tokenize(string prompt1, string prompt2, GenerationOptions options, string what)
     {
         PromptChunks? first = null;
         if (tokenizer1 is not null && textEncoder1 is not null)
@@ -156,10 +161,10 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         return new XlChunks(first, second);
     }
 
-    private PromptChunks TokenizeOne(PromptChunker chunker, string text, GenerationOptions options, string? what, string encoder)
+    private PromptChunks TokenizeOne(PromptChunker chunker, string text, GenerationOptions options, string what, string encoder)
     {
         var chunks = chunker.Tokenize(text, options.PromptSyntax, options.TruncateLongPrompts);
-        if (what is not null && chunks.DroppedIds.Length > 0)
+        if (chunks.DroppedIds.Length > 0)
             logger.LogWarning("The {What} is longer than {Max} tokens of {Encoder}; {Count} tokens were dropped: \"{Dropped}\"", what, chunker.ChunkLength + 2, encoder,
                 chunks.DroppedIds.Length, PromptEncoder.Abbreviate(chunks.DroppedText));
         return chunks;
