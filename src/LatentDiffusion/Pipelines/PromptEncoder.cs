@@ -11,6 +11,9 @@ namespace LatentDiffusion.Pipelines;
 /// </summary>
 internal sealed class PromptEncoder(ITokenizer tokenizer, ITextEncoder textEncoder, ILogger logger)
 {
+    // For the encoder's life: it caches the empty chunk that pads the shorter of prompt and negative prompt.
+    private readonly PromptChunker _chunker = new(tokenizer, textEncoder.MaxPositions);
+
     /// <summary>
     /// The prompt's hidden states and, with guidance, the negative prompt's, with the same number of chunks: the one with
     /// fewer is padded with empty-prompt chunks, as AUTOMATIC1111 pads. Ready embeddings in <paramref name="options"/>
@@ -19,7 +22,7 @@ internal sealed class PromptEncoder(ITokenizer tokenizer, ITextEncoder textEncod
     /// </summary>
     public (Tensor Positive, Tensor? Negative) Encode(string prompt, GenerationOptions options, bool guidance)
     {
-        var chunker = new PromptChunker(tokenizer, textEncoder.MaxPositions);
+        var chunker = _chunker;
         var positive = options.PromptEmbeddings is null ? Tokenize(chunker, prompt, options, "prompt") : null;
         var negative = guidance && options.NegativePromptEmbeddings is null ? Tokenize(chunker, options.NegativePrompt ?? "", options, "negative prompt") : null;
         int count = Math.Max(positive?.Count ?? ChunksIn(options.PromptEmbeddings!),

@@ -13,6 +13,10 @@ namespace LatentDiffusion.Pipelines;
 internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? textEncoder1, ITokenizer tokenizer2, ITextEncoder textEncoder2,
     StableDiffusionXLOptions settings, ILogger logger)
 {
+    // One chunker per encoder for the conditioner's life (it caches the empty chunk that pads shorter prompts).
+    private readonly PromptChunker? _chunker1 = tokenizer1 is null || textEncoder1 is null ? null : new PromptChunker(tokenizer1, textEncoder1.MaxPositions);
+    private readonly PromptChunker _chunker2 = new(tokenizer2, textEncoder2.MaxPositions);
+
     /// <summary>The width of the context: the two encoders' hidden sizes together.</summary>
     public int ContextWidth => (textEncoder1?.HiddenSize ?? 0) + textEncoder2.HiddenSize;
 
@@ -155,9 +159,9 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
     private XlChunks Tokenize(string prompt1, string prompt2, GenerationOptions options, string what)
     {
         PromptChunks? first = null;
-        if (tokenizer1 is not null && textEncoder1 is not null)
-            first = TokenizeOne(new PromptChunker(tokenizer1, textEncoder1.MaxPositions), prompt1, options, what, "text_encoder");
-        var second = TokenizeOne(new PromptChunker(tokenizer2, textEncoder2.MaxPositions), prompt2, options, what, "text_encoder_2");
+        if (_chunker1 is not null)
+            first = TokenizeOne(_chunker1, prompt1, options, what, "text_encoder");
+        var second = TokenizeOne(_chunker2, prompt2, options, what, "text_encoder_2");
         return new XlChunks(first, second);
     }
 
@@ -181,10 +185,10 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         var hidden = new List<Tensor>();
         if (chunks.First is { } first)
         {
-            var padded = first.Count >= count ? first : first.PadTo(count, new PromptChunker(tokenizer1!, textEncoder1!.MaxPositions).EmptyChunk);
+            var padded = first.Count >= count ? first : first.PadTo(count, _chunker1!.EmptyChunk);
             hidden.Add(padded.Encode(ids => textEncoder1!.EncodeHiddenStates(ids, fromEnd, pooled: false).HiddenStates, textEncoder1!.Device).to(dtype, device));
         }
-        var second = chunks.Second.Count >= count ? chunks.Second : chunks.Second.PadTo(count, new PromptChunker(tokenizer2, textEncoder2.MaxPositions).EmptyChunk);
+        var second = chunks.Second.Count >= count ? chunks.Second : chunks.Second.PadTo(count, _chunker2.EmptyChunk);
         // The pooled embedding is the first chunk's (A1111 and stable-diffusion.cpp take it from there too).
         Tensor? pooled = null;
         var states = second.Encode(ids =>
