@@ -49,11 +49,14 @@ public static class WeightLoader
     /// </summary>
     internal static T BuildPrechecked<T>(Func<Device, T> build, Device device, IReadOnlyDictionary<string, TensorRef> weights, string component) where T : nn.Module
     {
-        var model = build(device);
+        // Every parameter is about to be overwritten from the file, so none is first filled with random values.
+        T model;
+        using (Runtime.ParameterInitialization.Skip()) model = build(device);
         t_modulesBuilt++;
         try
         {
             LoadPrechecked(model, weights, component);
+            RequireEveryParameterLoaded(model, weights, component);
         }
         catch
         {
@@ -122,6 +125,15 @@ public static class WeightLoader
     {
         Check(module, weights, component, ignoredExtras, optionalBuffers);
         LoadPrechecked(module, weights, component);
+    }
+
+    // A module built without initial values must get every parameter from the file, or it would run on whatever the
+    // allocator left there. The name check before the build guarantees it; this keeps the guarantee if that ever changes.
+    private static void RequireEveryParameterLoaded(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    {
+        var unwritten = module.named_parameters().Select(p => p.name).Where(name => !weights.ContainsKey(name)).ToList();
+        if (unwritten.Count > 0)
+            throw new InvalidDataException($"Cannot load {component}: {unwritten.Count} parameter(s) have no tensor in the weights and would be left uninitialised: {Sample(unwritten)}.");
     }
 
     // Load without the name and shape check (the caller has made it).

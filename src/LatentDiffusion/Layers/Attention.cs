@@ -93,10 +93,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         UpcastAttention = upcastAttention;
         int inner = heads * headDim;
         int contextDim = crossAttentionDim ?? queryDim;
-        _toQ = nn.Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
-        _toK = nn.Linear(contextDim, inner, hasBias: bias, device: device, dtype: dtype);
-        _toV = nn.Linear(contextDim, inner, hasBias: bias, device: device, dtype: dtype);
-        _toOut = nn.Linear(inner, queryDim, hasBias: true, device: device, dtype: dtype);
+        _toQ = ModuleBuilder.Linear(queryDim, inner, hasBias: bias, device: device, dtype: dtype);
+        _toK = ModuleBuilder.Linear(contextDim, inner, hasBias: bias, device: device, dtype: dtype);
+        _toV = ModuleBuilder.Linear(contextDim, inner, hasBias: bias, device: device, dtype: dtype);
+        _toOut = ModuleBuilder.Linear(inner, queryDim, hasBias: true, device: device, dtype: dtype);
         register_module("to_q", _toQ);
         register_module("to_k", _toK);
         register_module("to_v", _toV);

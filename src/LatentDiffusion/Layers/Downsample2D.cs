@@ -25,7 +25,7 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
     public Downsample2D(int channels, int outChannels, int padding, Device device, ScalarType dtype) : base(nameof(Downsample2D))
     {
         _padding = padding;
-        _conv = nn.Conv2d(channels, outChannels, 3, stride: 2, padding: padding, device: device, dtype: dtype);
+        _conv = ModuleBuilder.Conv2d(channels, outChannels, 3, stride: 2, padding: padding, device: device, dtype: dtype);
         register_module("conv", _conv);
     }
 

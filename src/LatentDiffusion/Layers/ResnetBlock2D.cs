@@ -42,20 +42,20 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     {
         _norm1 = GroupNormalization.Create(groups, inChannels, eps, device, dtype);
         register_module("norm1", _norm1);
-        _conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _conv1 = ModuleBuilder.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv1", _conv1);
         if (tembChannels is int t)
         {
-            _timeEmbProj = nn.Linear(t, outChannels, hasBias: true, device: device, dtype: dtype);
+            _timeEmbProj = ModuleBuilder.Linear(t, outChannels, hasBias: true, device: device, dtype: dtype);
             register_module("time_emb_proj", _timeEmbProj);
         }
         _norm2 = GroupNormalization.Create(groups, outChannels, eps, device, dtype);
         register_module("norm2", _norm2);
-        _conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _conv2 = ModuleBuilder.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv2", _conv2);
         if (inChannels != outChannels)
         {
-            _convShortcut = nn.Conv2d(inChannels, outChannels, 1, stride: 1, device: device, dtype: dtype);
+            _convShortcut = ModuleBuilder.Conv2d(inChannels, outChannels, 1, stride: 1, device: device, dtype: dtype);
             register_module("conv_shortcut", _convShortcut);
         }
         _act = Activation.InPlace(actFn);

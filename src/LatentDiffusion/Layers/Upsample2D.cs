@@ -22,7 +22,7 @@ public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
     /// <param name="dtype">The weights' dtype.</param>
     public Upsample2D(int channels, int outChannels, Device device, ScalarType dtype) : base(nameof(Upsample2D))
     {
-        _conv = nn.Conv2d(channels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _conv = ModuleBuilder.Conv2d(channels, outChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv", _conv);
     }
 

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,10 +21,10 @@ internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
     {
         int d = config.HiddenSize;
         _heads = config.NumAttentionHeads;
-        _qProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        _kProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        _vProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
-        _outProj = nn.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _qProj = ModuleBuilder.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _kProj = ModuleBuilder.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _vProj = ModuleBuilder.Linear(d, d, hasBias: true, device: device, dtype: dtype);
+        _outProj = ModuleBuilder.Linear(d, d, hasBias: true, device: device, dtype: dtype);
         register_module("q_proj", _qProj);
         register_module("k_proj", _kProj);
         register_module("v_proj", _vProj);

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -19,8 +20,8 @@ internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
     public ClipMlp(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipMlp))
     {
         _activation = config.HiddenAct;
-        _fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
-        _fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
+        _fc1 = ModuleBuilder.Linear(config.HiddenSize, config.IntermediateSize, hasBias: true, device: device, dtype: dtype);
+        _fc2 = ModuleBuilder.Linear(config.IntermediateSize, config.HiddenSize, hasBias: true, device: device, dtype: dtype);
         register_module("fc1", _fc1);
         register_module("fc2", _fc2);
     }

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Formats;
 using TorchSharp;
@@ -96,7 +97,7 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         register_module("final_layer_norm", _finalLayerNorm);
         if (config.ProjectionDim is int projection)
         {
-            _textProjection = nn.Linear(config.HiddenSize, projection, hasBias: false, device: device, dtype: dtype);
+            _textProjection = ModuleBuilder.Linear(config.HiddenSize, projection, hasBias: false, device: device, dtype: dtype);
             register_module("text_projection", _textProjection);
         }
     }

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -25,7 +26,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     {
         int inner = dim * mult;
         _gate = new GEGLU(dim, inner, device, dtype);
-        _out = nn.Linear(inner, dim, hasBias: true, device: device, dtype: dtype);
+        _out = ModuleBuilder.Linear(inner, dim, hasBias: true, device: device, dtype: dtype);
         // The reference's net is [GEGLU, Dropout, Linear].
         register_module("net", nn.ModuleList<nn.Module<Tensor, Tensor>>(_gate, nn.Dropout(0.0), _out));
     }

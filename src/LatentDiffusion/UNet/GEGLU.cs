@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -22,7 +23,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     /// <param name="dtype">The weights' dtype.</param>
     public GEGLU(int dimIn, int dimOut, Device device, ScalarType dtype) : base(nameof(GEGLU))
     {
-        _proj = nn.Linear(dimIn, dimOut * 2, hasBias: true, device: device, dtype: dtype);
+        _proj = ModuleBuilder.Linear(dimIn, dimOut * 2, hasBias: true, device: device, dtype: dtype);
         register_module("proj", _proj);
     }
 

@@ -34,15 +34,15 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
     public TimestepEmbedding(int inChannels, int timeEmbedDim, string actFn, string? postActFn, int? condProjDim, Device device, ScalarType dtype)
         : base(nameof(TimestepEmbedding))
     {
-        _linear1 = nn.Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        _linear1 = ModuleBuilder.Linear(inChannels, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
         register_module("linear_1", _linear1);
         if (condProjDim is int c)
         {
-            _condProj = nn.Linear(c, inChannels, hasBias: false, device: device, dtype: dtype);
+            _condProj = ModuleBuilder.Linear(c, inChannels, hasBias: false, device: device, dtype: dtype);
             register_module("cond_proj", _condProj);
         }
         _act = Activation.InPlace(actFn);
-        _linear2 = nn.Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
+        _linear2 = ModuleBuilder.Linear(timeEmbedDim, timeEmbedDim, hasBias: true, device: device, dtype: dtype);
         register_module("linear_2", _linear2);
         _postAct = postActFn is null ? null : Activation.InPlace(postActFn);
     }

@@ -49,13 +49,13 @@ public sealed class Transformer2DModel : nn.Module<Tensor, CrossAttentionContext
         _norm = GroupNormalization.Create(normNumGroups, inChannels, 1e-6, device, dtype);
         if (useLinearProjection)
         {
-            _projIn = nn.Linear(inChannels, _innerDim, hasBias: true, device: device, dtype: dtype);
-            _projOut = nn.Linear(_innerDim, inChannels, hasBias: true, device: device, dtype: dtype);
+            _projIn = ModuleBuilder.Linear(inChannels, _innerDim, hasBias: true, device: device, dtype: dtype);
+            _projOut = ModuleBuilder.Linear(_innerDim, inChannels, hasBias: true, device: device, dtype: dtype);
         }
         else
         {
-            _projIn = nn.Conv2d(inChannels, _innerDim, 1, stride: 1, device: device, dtype: dtype);
-            _projOut = nn.Conv2d(_innerDim, inChannels, 1, stride: 1, device: device, dtype: dtype);
+            _projIn = ModuleBuilder.Conv2d(inChannels, _innerDim, 1, stride: 1, device: device, dtype: dtype);
+            _projOut = ModuleBuilder.Conv2d(_innerDim, inChannels, 1, stride: 1, device: device, dtype: dtype);
         }
         _blocks = Enumerable.Range(0, numLayers)
             .Select(_ => new BasicTransformerBlock(_innerDim, heads, headDim, crossAttentionDim, onlyCrossAttention, upcastAttention, device, dtype))

@@ -94,7 +94,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         int n = config.BlockCount;
         int tembDim = config.TimeEmbedDim;
 
-        _convIn = nn.Conv2d(config.InChannels, channels[0], config.ConvInKernel, stride: 1, padding: (config.ConvInKernel - 1) / 2, device: device, dtype: dtype);
+        _convIn = ModuleBuilder.Conv2d(config.InChannels, channels[0], config.ConvInKernel, stride: 1, padding: (config.ConvInKernel - 1) / 2, device: device, dtype: dtype);
         register_module("conv_in", _convIn);
         _timeProj = new Timesteps(channels[0], config.FlipSinToCos, config.FreqShift, device);
         register_module("time_proj", _timeProj);
@@ -157,7 +157,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         _convNormOut = GroupNormalization.Create(config.NormNumGroups, channels[0], config.NormEps, device, dtype);
         register_module("conv_norm_out", _convNormOut);
         _convAct = Activation.InPlace(config.ActFn);
-        _convOut = nn.Conv2d(channels[0], config.OutChannels, config.ConvOutKernel, stride: 1, padding: (config.ConvOutKernel - 1) / 2, device: device, dtype: dtype);
+        _convOut = ModuleBuilder.Conv2d(channels[0], config.OutChannels, config.ConvOutKernel, stride: 1, padding: (config.ConvOutKernel - 1) / 2, device: device, dtype: dtype);
         register_module("conv_out", _convOut);
 
         // Inference only: no autograd bookkeeping, and the in-place activations stay legal. The weights belong to the

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -50,12 +51,12 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
         int latent = config.LatentChannels;
         if (config.UseQuantConv)
         {
-            _quantConv = nn.Conv2d(2 * latent, 2 * latent, 1, device: device, dtype: dtype);
+            _quantConv = ModuleBuilder.Conv2d(2 * latent, 2 * latent, 1, device: device, dtype: dtype);
             register_module("quant_conv", _quantConv);
         }
         if (config.UsePostQuantConv)
         {
-            _postQuantConv = nn.Conv2d(latent, latent, 1, device: device, dtype: dtype);
+            _postQuantConv = ModuleBuilder.Conv2d(latent, latent, 1, device: device, dtype: dtype);
             register_module("post_quant_conv", _postQuantConv);
         }
         _tileSampleMinSize = config.SampleSize;

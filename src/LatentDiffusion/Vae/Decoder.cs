@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -29,7 +30,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         var reversed = config.BlockOutChannels.Reverse().ToArray();
         int groups = config.NormNumGroups;
         double eps = Encoder.NormEps;
-        _convIn = nn.Conv2d(config.LatentChannels, reversed[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _convIn = ModuleBuilder.Conv2d(config.LatentChannels, reversed[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
         _midBlock = new UNetMidBlock2D(reversed[0], config.MidBlockAddAttention, groups, eps, device, dtype);
         var blocks = new UpDecoderBlock2D[reversed.Length];
         int output = reversed[0];
@@ -41,7 +42,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         }
         _upBlocks = nn.ModuleList(blocks);
         _convNormOut = GroupNormalization.Create(groups, reversed[^1], eps, device, dtype);
-        _convOut = nn.Conv2d(reversed[^1], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _convOut = ModuleBuilder.Conv2d(reversed[^1], config.OutChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv_in", _convIn);
         register_module("mid_block", _midBlock);
         register_module("up_blocks", _upBlocks);

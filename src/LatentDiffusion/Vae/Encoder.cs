@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using LatentDiffusion.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -31,7 +32,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     {
         var channels = config.BlockOutChannels;
         int groups = config.NormNumGroups;
-        _convIn = nn.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _convIn = ModuleBuilder.Conv2d(config.InChannels, channels[0], 3, stride: 1, padding: 1, device: device, dtype: dtype);
         var blocks = new DownEncoderBlock2D[channels.Count];
         int output = channels[0];
         for (int i = 0; i < channels.Count; i++)
@@ -44,7 +45,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
         _midBlock = new UNetMidBlock2D(channels[^1], config.MidBlockAddAttention, groups, NormEps, device, dtype);
         _convNormOut = GroupNormalization.Create(groups, channels[^1], NormEps, device, dtype);
         // Twice the latent channels: mean and log-variance of the diagonal Gaussian posterior.
-        _convOut = nn.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
+        _convOut = ModuleBuilder.Conv2d(channels[^1], 2 * config.LatentChannels, 3, stride: 1, padding: 1, device: device, dtype: dtype);
         register_module("conv_in", _convIn);
         register_module("down_blocks", _downBlocks);
         register_module("mid_block", _midBlock);
