@@ -87,6 +87,8 @@ internal static class GenerateCommand
                 Threads = parse.GetValue(threads),
                 VaeFile = parse.GetValue(vae),
                 Loras = loras,
+                // One generation per run: the text encoders and the UNet are freed as soon as it no longer needs them.
+                FreeWeightsAfterUse = true,
             };
             using var init = parse.GetValue(initImage) is { } initPath ? ImageLoading.Load(initPath) : null;
             using var maskImage = parse.GetValue(mask) is { } maskPath ? ImageLoading.Load(maskPath) : null;

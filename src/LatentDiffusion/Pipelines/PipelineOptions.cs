@@ -72,4 +72,14 @@ public sealed record PipelineOptions
     /// thread pool, so the last pipeline loaded with a count sets it for all (see <see cref="TorchThreads"/>).
     /// </summary>
     public int? Threads { get; init; }
+
+    /// <summary>
+    /// For a pipeline that generates once, as <c>ldm generate</c> does: each part's weights are freed as soon as that
+    /// generation no longer needs them (the text encoders once the prompt is encoded, the UNet before the VAE decodes), so
+    /// the peak memory is that of the largest phase rather than of all the weights together (stable-diffusion.cpp's
+    /// <c>free_params_immediately</c>). The image is the same as without it. A second generation throws
+    /// <see cref="InvalidOperationException"/>; load the pipeline again instead. Needs a pipeline that owns its components
+    /// (not one composed with <c>leaveComponentsOpen</c>). Default false.
+    /// </summary>
+    public bool FreeWeightsAfterUse { get; init; }
 }

@@ -63,6 +63,7 @@ public sealed partial class StableDiffusionPipeline
         if (expected != added)
             throw new ArgumentException($"The UNet's projection_class_embeddings_input_dim is {added}, but the pooled text width {_xl.PooledWidth} + {_xl.TimeIdCount} time ids x {idWidth} = {expected}" +
                 (XLOptions.RequiresAestheticsScore ? " (requires_aesthetics_score is true: a refiner's 5 ids)." : " (requires_aesthetics_score is false: a base model's 6 ids; a refiner needs it true)."));
+        UseFreeWeightsAfterUse(options);
         LoadLoras(options.Loras);
     }
 

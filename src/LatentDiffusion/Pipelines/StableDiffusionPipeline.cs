@@ -65,6 +65,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         vae.UseTiling |= options.VaeTiling;
         if (textEncoder.HiddenSize != unet.CrossAttentionDim)
             throw new ArgumentException($"The text encoder's hidden size ({textEncoder.HiddenSize}) does not match the UNet's cross_attention_dim ({unet.CrossAttentionDim}).");
+        UseFreeWeightsAfterUse(options);
         LoadLoras(options.Loras);
     }
 
@@ -112,13 +113,15 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     /// <summary>The same as <see cref="GenerateAsync(string, GenerationOptions?, IProgress{DiffusionProgress}?, CancellationToken)"/>, on the calling thread.</summary>
     /// <exception cref="ObjectDisposedException">The pipeline is disposed, or was disposed while this generation ran.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked between steps and between UNet and VAE blocks).</exception>
-    /// <exception cref="InvalidOperationException">The image came out with NaN or infinite values (the message names the stage that first produced them).</exception>
+    /// <exception cref="InvalidOperationException">The image came out with NaN or infinite values (the message names the stage that first produced them),
+    /// or the pipeline was loaded with <see cref="PipelineOptions.FreeWeightsAfterUse"/> and has already generated.</exception>
     public GenerationResult Generate(string prompt, GenerationOptions? options = null, IProgress<DiffusionProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
         options ??= new GenerationOptions();
         Validate(prompt, options);
         using var run = _runs.Enter(this);
+        ClaimSingleUse();
         // Disposal stops the run as a cancellation would, at the next check; it then surfaces as ObjectDisposedException.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _runs.Closing);
         try
@@ -175,6 +178,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         }
         finite.Record(options.PromptEmbeddings is null ? "the text encoder" : "the given prompt embeddings", context);
         var textEncoding = clock.Elapsed;
+        FreeTextEncodersAfterUse();
 
         // 2. Timesteps, and for image-to-image the part of them that the strength keeps. A scheduler of this library
         // draws each image's noise from that image's generator; another IScheduler gets the first image's.
@@ -260,6 +264,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         var denoisingEnd = clock.Elapsed;
         // The UNet's cross-attention keys and values are not needed by the decoder.
         kvCache.Dispose();
+        FreeUNetAfterUse();
 
         // 4. Decode, and refuse a non-finite image rather than return it as black.
         var decoded = DecodeLatents(latents, cancellationToken);
@@ -457,9 +462,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     {
         ReleaseLoras();
         if (!_ownsComponents) return;
-        TextEncoder.Dispose();
-        if (TextEncoder2 is not null && !ReferenceEquals(TextEncoder2, TextEncoder)) TextEncoder2.Dispose();
-        UNet.Dispose();
+        if (!_textEncodersFreed) DisposeTextEncoders();
+        if (!_unetFreed) UNet.Dispose();
         Vae.Dispose();
     }
 }
