@@ -51,6 +51,8 @@ public sealed class AutoencoderTrainer : IDisposable
     public double LearningRateAt(int step) => _core.LearningRateAt(step);
 
     /// <summary>One optimisation step on images <c>[batch, 3, H, W]</c> in [-1, 1]; returns the loss.</summary>
+    /// <exception cref="InvalidOperationException">The loss or a gradient is NaN or infinite: the step is not applied
+    /// (weights, EMA, optimizer state and <see cref="StepCount"/> unchanged), and the message names the parameters.</exception>
     public float Step(Tensor images)
     {
         ArgumentNullException.ThrowIfNull(images);

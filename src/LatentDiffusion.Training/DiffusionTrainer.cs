@@ -121,6 +121,8 @@ public sealed class DiffusionTrainer : IDisposable
     /// <param name="images">Images <c>[batch, 3, H, W]</c> in [-1, 1], H and W multiples of the VAE's scale factor.</param>
     /// <param name="captions">One caption per image.</param>
     /// <exception cref="ArgumentException">The images and captions do not match.</exception>
+    /// <exception cref="InvalidOperationException">The loss or a gradient is NaN or infinite: the step is not applied
+    /// (weights, EMA, optimizer state and <see cref="StepCount"/> unchanged), and the message names the parameters.</exception>
     public float Step(Tensor images, IReadOnlyList<string> captions)
     {
         ArgumentNullException.ThrowIfNull(images);
@@ -201,7 +203,6 @@ public sealed class DiffusionTrainer : IDisposable
             var loss = nn.functional.mse_loss(prediction.to(ScalarType.Float32), target.to(ScalarType.Float32, device));
             double lr = _core.Apply(loss);
             float value = loss.item<float>();
-            if (!float.IsFinite(value)) _logger.LogWarning("Step {Step}: the loss is {Loss}", StepCount, value);
             _logger.LogDebug("Step {Step}: loss {Loss:F5}, lr {LearningRate:G4}", StepCount, value, lr);
             return value;
         }

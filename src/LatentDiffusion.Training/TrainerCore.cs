@@ -54,18 +54,63 @@ internal sealed class TrainerCore : IDisposable
     /// <summary>The learning rate of 0-based step <paramref name="step"/>: linear warm-up over the first steps, then constant.</summary>
     public double LearningRateAt(int step) => _warmupSteps == 0 ? _learningRate : _learningRate * Math.Min(1.0, (step + 1.0) / _warmupSteps);
 
-    /// <summary>Backward of <paramref name="loss"/>, clipping, the AdamW update at the warmed-up rate, the EMA update.</summary>
+    /// <summary>
+    /// Backward of <paramref name="loss"/>, clipping, the AdamW update at the warmed-up rate, the EMA update. A step whose
+    /// gradients are not finite is refused before anything is updated (see <see cref="NonFiniteGradients"/>).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The loss or a gradient is NaN or infinite; the weights, the EMA, the
+    /// optimizer state and the step count are unchanged.</exception>
     public double Apply(Tensor loss)
     {
         double lr = LearningRateAt(StepCount);
         _optimizer.zero_grad();
         loss.backward();
+        // Checked before clipping, which would spread one bad value to every gradient. One reduction per parameter.
+        if (!double.IsFinite(GradientNorm())) throw NonFiniteGradients(loss);
         if (_maxGradNorm > 0) nn.utils.clip_grad_norm_(_params.Select(p => p.Param), _maxGradNorm);
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         _optimizer.step();
         Ema?.Update(ExponentialMovingAverage.DecayAt(_emaDecay, StepCount));
         StepCount++;
         return lr;
+    }
+
+    private double GradientNorm()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var norms = _params.Select(p => p.Param.grad).OfType<Tensor>().Select(g => g.norm()).ToList();
+        return norms.Count == 0 ? 0 : stack(norms).norm().item<float>();
+    }
+
+    /// <summary>
+    /// The error for a step whose gradients are not finite. A bad value in a backward pass spreads to the gradients of
+    /// every parameter used before the operation that produced it in the forward pass, and to none used after it, so the
+    /// message lists both sides of that boundary.
+    /// </summary>
+    private InvalidOperationException NonFiniteGradients(Tensor loss)
+    {
+        float lossValue = loss.item<float>();
+        if (!float.IsFinite(lossValue))
+            return new InvalidOperationException($"Step {StepCount + 1}: the loss is {lossValue}; the step was not applied (weights, EMA and optimizer state unchanged). Check the batch for NaN or infinite values.");
+        // Per part (the name's first segment: unet, text_encoder, ...), in each part's own order.
+        var parts = new List<(string Part, List<string> Bad, List<string> Good)>();
+        using (no_grad())
+            foreach (var (name, p) in _params)
+            {
+                if (p.grad is not { } g) continue;
+                string part = name.Split('.')[0];
+                if (parts.Count == 0 || parts[^1].Part != part) parts.Add((part, [], []));
+                using var finite = isfinite(g).all();
+                (finite.item<bool>() ? parts[^1].Good : parts[^1].Bad).Add(name);
+            }
+        var described = parts.Where(p => p.Bad.Count > 0).Select(p =>
+            $"{p.Part}: {p.Bad.Count} of {p.Bad.Count + p.Good.Count} (the last in its order: {string.Join(", ", p.Bad.TakeLast(2))}" +
+            (p.Good.Count == 0 ? ")" : $"; the first still finite: {string.Join(", ", p.Good.Take(2))})")).ToList();
+        string which = described.Count == 0 ? "the total gradient norm overflowed"
+            : $"parameters have NaN or infinite gradients: {string.Join("; ", described)}. The operation that produced them runs after the parameters " +
+              "with bad gradients are used and before the finite ones, in the forward pass";
+        return new InvalidOperationException($"Step {StepCount + 1}: the loss {lossValue} is finite but {which}. The step was not applied (weights, EMA and optimizer state unchanged).");
     }
 
     /// <summary>A seed for the random draws of a step, so that a resumed run draws exactly what a straight run would.</summary>

@@ -1,0 +1,70 @@
+using LatentDiffusion.Training;
+using NUnit.Framework;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentDiffusion.Tests.Training;
+
+/// <summary>
+/// A step whose loss or gradients are NaN or infinite is refused before anything is updated, with a message that names
+/// the parameters on both sides of the operation that produced them (what a failing training test needs to say).
+/// </summary>
+public class NonFiniteStepTests
+{
+    [Test]
+    public void ANaNLossIsRefusedAndLeavesWeightsEmaAndStepCountAsTheyWere()
+    {
+        using var m = new TinyTrainingModels();
+        using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler, new DiffusionTrainingOptions { CaptionDropout = 0 });
+        var (images, captions) = TinyTrainingModels.FixedBatch(2);
+        using var _ = images;
+        using (no_grad()) images[1, 0, 3, 3] = tensor(float.NaN);
+        var before = Snapshot(m);
+        var emaBefore = trainer.Ema.Shadows.ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+
+        var e = Assert.Throws<InvalidOperationException>(() => trainer.Step(images, captions))!;
+
+        Assert.That(e.Message, Does.Contain("Step 1").And.Contain("loss is NaN").And.Contain("not applied"));
+        Assert.That(trainer.StepCount, Is.Zero);
+        AssertUnchanged(before, Snapshot(m));
+        AssertUnchanged(emaBefore, trainer.Ema.Shadows.ToDictionary(kv => kv.Key, kv => kv.Value));
+    }
+
+    [TestCase(0.0)]
+    [TestCase(1.0)]
+    public void NonFiniteGradientsUnderAFiniteLossAreRefusedNamingBothSidesOfTheirSource(double maxGradNorm)
+    {
+        using var m = new TinyTrainingModels();
+        // The forward pass is unchanged (adds sqrt(0)); the backward pass gets an infinite gradient there (d sqrt(z)/dz at 0),
+        // which reaches every parameter used before this convolution and none used after it.
+        var conv = (Conv2d)m.UNet.named_modules().Single(x => x.name == "up_blocks.1.resnets.0.conv2").module;
+        conv.register_forward_hook((_, _, output) => output + (output - output.detach()).sqrt());
+        using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler,
+            new DiffusionTrainingOptions { CaptionDropout = 0, MaxGradNorm = maxGradNorm });
+        var (images, captions) = TinyTrainingModels.FixedBatch(2);
+        using var _ = images;
+        var before = Snapshot(m);
+
+        var e = Assert.Throws<InvalidOperationException>(() => trainer.Step(images, captions))!;
+
+        Assert.That(e.Message, Does.Contain("loss").And.Contain("is finite").And.Contain("NaN or infinite gradients"));
+        // In the UNet, the convolution's own bias is the last bad parameter and the block's attention after it is finite
+        // (so clipping did not spread the bad values before they were counted); the text encoder, used before, is all bad.
+        int unet = m.UNet.parameters().Count(), text = m.TextEncoder.parameters().Count();
+        Assert.That(e.Message, Does.Match($@"unet: [0-9]+ of {unet} \(the last in its order: unet\.up_blocks\.1\.resnets\.0\.conv2\.weight, unet\.up_blocks\.1\.resnets\.0\.conv2\.bias; the first still finite: unet\.up_blocks\.1\.attentions\.0\.norm\.weight"));
+        Assert.That(e.Message, Does.Contain($"text_encoder: {text} of {text} (the last in its order: "));
+        Assert.That(trainer.StepCount, Is.Zero);
+        AssertUnchanged(before, Snapshot(m));
+    }
+
+    private static Dictionary<string, Tensor> Snapshot(TinyTrainingModels m)
+        => m.UNet.named_parameters().Select(p => ("unet." + p.name, p.parameter))
+            .Concat(m.TextEncoder.named_parameters().Select(p => ("text_encoder." + p.name, p.parameter)))
+            .ToDictionary(p => p.Item1, p => p.Item2.detach().clone());
+
+    private static void AssertUnchanged(Dictionary<string, Tensor> before, Dictionary<string, Tensor> after)
+    {
+        var changed = before.Where(kv => !kv.Value.equal(after[kv.Key]).all().item<bool>()).Select(kv => kv.Key).ToList();
+        Assert.That(changed, Is.Empty);
+    }
+}
