@@ -32,6 +32,7 @@ internal static class GenerateCommand
         var count = new Option<int>("--count", "-b", "--batch-count") { Description = "Images to make (1 to 64), image i with seed + i; with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16 (float16 is for GPUs: on the CPU it is several times slower).", DefaultValueFactory = _ => "float32" };
+        var weightDtype = new Option<string?>("--weight-dtype") { Description = "Hold the weights in float16 (or bfloat16) and compute in --dtype: half the memory, float32's results on the CPU." };
         var clipSkip = new Option<int>("--clip-skip") { Description = "Text encoder layers to skip at the end (0 = none)." };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write; missing folders are created. An existing file is kept unless --overwrite is given.", DefaultValueFactory = _ => "out.png" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace existing output files." };
@@ -43,7 +44,7 @@ internal static class GenerateCommand
 
         var command = new Command("generate", "Generate images from a prompt.")
         {
-            model, config, tokenizer, vae, prompt, negative, prompt2, negative2, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, clipSkip, output, overwrite, threads,
+            model, config, tokenizer, vae, prompt, negative, prompt2, negative2, steps, guidance, scheduler, schedulerOption, seed, width, height, initImage, strength, count, device, dtype, weightDtype, clipSkip, output, overwrite, threads,
         };
         var promptArguments = new PromptArguments();
         promptArguments.AddTo(command);
@@ -81,6 +82,7 @@ internal static class GenerateCommand
             {
                 Device = parse.GetValue(device)!,
                 DType = DeviceSpec.ParseDType(parse.GetValue(dtype)!),
+                WeightDType = parse.GetValue(weightDtype) is { } weights ? ParseWeightDType(weights) : null,
                 ConfigDirectory = parse.GetValue(config),
                 TokenizerDirectory = parse.GetValue(tokenizer),
                 LoggerFactory = loggerFactory,
@@ -186,6 +188,12 @@ internal static class GenerateCommand
         if (!double.IsFinite(guidance)) throw new ArgumentException($"--guidance must be a finite number, got {guidance}.");
         if (strength is { } s && !(s >= 0 && s <= 1)) throw new ArgumentException($"--strength must be between 0 and 1, got {s}.");
         if (clipSkip < 0) throw new ArgumentException($"--clip-skip cannot be negative, got {clipSkip}.");
+    }
+
+    private static TorchSharp.torch.ScalarType ParseWeightDType(string name)
+    {
+        try { return DeviceSpec.ParseDType(name); }
+        catch (ArgumentException) { throw new ArgumentException($"--weight-dtype '{name}' is not supported: expected float16, bfloat16 or float32."); }
     }
 
     // The pipeline's limit on images per prompt.

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -32,6 +33,15 @@ public static class ModelInitializer
                     long fanIn = conv.weight!.shape[1] * conv.weight.shape[2] * conv.weight.shape[3];
                     Uniform(conv.weight, fanIn, generator);
                     if (conv.bias is not null) Uniform(conv.bias, fanIn, generator);
+                    break;
+                case UpcastLinear linear:
+                    Uniform(linear.weight, linear.InFeatures, generator);
+                    if (linear.bias is not null) Uniform(linear.bias, linear.InFeatures, generator);
+                    break;
+                case UpcastConv2d conv:
+                    long upcastFanIn = conv.InChannels * conv.KernelSize * conv.KernelSize;
+                    Uniform(conv.weight, upcastFanIn, generator);
+                    Uniform(conv.bias, upcastFanIn, generator);
                     break;
                 case Embedding embedding:
                     Fill(embedding.weight!, randn(embedding.weight!.shape, ScalarType.Float32, CPU, generator: generator) * 0.02);

@@ -1,3 +1,4 @@
+using LatentDiffusion.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -45,20 +46,21 @@ internal sealed class LoraLayer : IDisposable
         _scaleOf = scaleOf;
         switch (module)
         {
-            case Linear linear:
-                _module = linear;
-                _hook = new Remover(linear.register_forward_hook(Hook).remove);
+            case Linear or UpcastLinear or UpcastConv2d:
                 break;
             case Conv2d conv:
                 if (conv.groups != 1 || conv.padding_mode != PaddingModes.Zeros || conv.padding is null)
                     throw new NotSupportedException($"Module '{path}' is a grouped or non-zero-padded convolution; a LoRA cannot be applied to it.");
-                _module = conv;
-                _hook = new Remover(conv.register_forward_hook(Hook).remove);
                 break;
             default:
                 throw new NotSupportedException($"Module '{path}' is a {module.GetType().Name}; a LoRA applies to Linear and Conv2d modules.");
         }
+        _module = (nn.Module<Tensor, Tensor>)module;
+        _hook = new Remover(_module.register_forward_hook(Hook).remove);
     }
+
+    /// <summary>True for the modules a LoRA applies to: linear layers and convolutions, whatever dtype they hold their weights in.</summary>
+    public static bool Accepts(nn.Module module) => module is Linear or Conv2d or UpcastLinear or UpcastConv2d;
 
     /// <summary>The module's path in its part.</summary>
     public string Path => _path;
@@ -66,7 +68,31 @@ internal sealed class LoraLayer : IDisposable
     /// <summary>True when no adapter is left on the module.</summary>
     public bool IsEmpty => _entries.Count == 0;
 
-    private Tensor Weight => _module switch { Linear l => l.weight!, Conv2d c => c.weight, _ => throw new InvalidOperationException() };
+    private Tensor Weight => _module switch
+    {
+        Linear l => l.weight!,
+        Conv2d c => c.weight,
+        UpcastLinear u => u.weight,
+        UpcastConv2d u => u.weight,
+        _ => throw new InvalidOperationException(),
+    };
+
+    // The dtype the module computes in, which its inputs (and so the adapters' copies) have: the weights' own, except for
+    // the modules that hold them narrower.
+    private ScalarType ComputeDType => _module switch
+    {
+        UpcastLinear u => u.ComputeDType,
+        UpcastConv2d u => u.ComputeDType,
+        _ => Weight.dtype,
+    };
+
+    // A convolution's stride, padding and dilation (the down projection of a convolution LoRA uses the module's).
+    private static (long[] Stride, long[] Padding, long[] Dilation)? ConvolutionOf(nn.Module module) => module switch
+    {
+        Conv2d c => (c.stride, c.padding!, c.dilation),
+        UpcastConv2d u => ([u.Stride, u.Stride], [u.Padding, u.Padding], [1, 1]),
+        _ => null,
+    };
 
     /// <summary>
     /// Checks that <paramref name="lora"/> fits the module: widths, and for a convolution a down kernel equal to the
@@ -83,16 +109,29 @@ internal sealed class LoraLayer : IDisposable
                 if (lora.InFeatures != linear.in_features || lora.OutFeatures != linear.out_features)
                     return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {rank}), the module {linear.in_features} -> {linear.out_features}";
                 return null;
-            case Conv2d conv:
-                long kh = lora.Down.dim() == 4 ? lora.Down.shape[2] : 1, kw = lora.Down.dim() == 4 ? lora.Down.shape[3] : 1;
-                if (lora.InFeatures != conv.in_channels || lora.OutFeatures != conv.out_channels)
-                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} channels (rank {rank}), the module {conv.in_channels} -> {conv.out_channels}";
-                if (kh != conv.kernel_size[0] || kw != conv.kernel_size[1])
-                    return $"LoRA down kernel {kh}x{kw}, the module's kernel {conv.kernel_size[0]}x{conv.kernel_size[1]}";
+            case UpcastLinear linear:
+                if (lora.Down.dim() == 4 && (lora.Down.shape[2] != 1 || lora.Down.shape[3] != 1))
+                    return $"a {lora.Down.shape[2]}x{lora.Down.shape[3]} convolution LoRA for a linear module";
+                if (lora.InFeatures != linear.InFeatures || lora.OutFeatures != linear.OutFeatures)
+                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {rank}), the module {linear.InFeatures} -> {linear.OutFeatures}";
                 return null;
+            case Conv2d conv:
+                return ConvolutionMismatch(lora, conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.kernel_size[1]);
+            case UpcastConv2d conv:
+                return ConvolutionMismatch(lora, conv.InChannels, conv.OutChannels, conv.KernelSize, conv.KernelSize);
             default:
                 return $"a {module.GetType().Name} cannot take a LoRA";
         }
+    }
+
+    private static string? ConvolutionMismatch(LoraModule lora, long inChannels, long outChannels, long kernelH, long kernelW)
+    {
+        long kh = lora.Down.dim() == 4 ? lora.Down.shape[2] : 1, kw = lora.Down.dim() == 4 ? lora.Down.shape[3] : 1;
+        if (lora.InFeatures != inChannels || lora.OutFeatures != outChannels)
+            return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} channels (rank {lora.Rank}), the module {inChannels} -> {outChannels}";
+        if (kh != kernelH || kw != kernelW)
+            return $"LoRA down kernel {kh}x{kw}, the module's kernel {kernelH}x{kernelW}";
+        return null;
     }
 
     /// <summary>Adds an adapter's update; its tensors are copied to the module's device and dtype, in the module's shapes.</summary>
@@ -100,7 +139,7 @@ internal sealed class LoraLayer : IDisposable
     {
         var weight = Weight;
         Tensor down, up;
-        if (_module is Conv2d)
+        if (ConvolutionOf(_module) is not null)
         {
             down = lora.Down.dim() == 4 ? lora.Down : lora.Down.view(lora.Down.shape[0], lora.Down.shape[1], 1, 1);
             up = lora.Up.dim() == 4 ? lora.Up : lora.Up.view(lora.Up.shape[0], lora.Up.shape[1], 1, 1);
@@ -110,13 +149,14 @@ internal sealed class LoraLayer : IDisposable
             down = lora.Down.flatten(1);
             up = lora.Up.flatten(1);
         }
-        _entries.Add(new Entry(adapter, Copy(down, weight), Copy(up, weight), lora.Alpha / lora.Rank));
+        var dtype = ComputeDType;
+        _entries.Add(new Entry(adapter, Copy(down, dtype, weight.device), Copy(up, dtype, weight.device), lora.Alpha / lora.Rank));
     }
 
-    private static Tensor Copy(Tensor t, Tensor like)
+    private static Tensor Copy(Tensor t, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
-        return t.to(like.dtype, like.device).clone().MoveToOuterDisposeScope();
+        return t.to(dtype, device).clone().MoveToOuterDisposeScope();
     }
 
     /// <summary>Removes an adapter's update (unfusing it first when fused).</summary>
@@ -195,9 +235,9 @@ internal sealed class LoraLayer : IDisposable
             double factor = scale * e.AlphaOverRank;
             using var scope = NewDisposeScope();
             Tensor delta;
-            if (module is Conv2d conv)
+            if (ConvolutionOf(module) is var (stride, padding, dilation))
             {
-                var h = nn.functional.conv2d(input, e.Down, null, conv.stride, conv.padding, conv.dilation);
+                var h = nn.functional.conv2d(input, e.Down, null, stride, padding, dilation);
                 delta = nn.functional.conv2d(h, e.Up);
             }
             else

@@ -27,7 +27,7 @@ internal sealed class LoraModuleIndex
         Target = target;
         var modules = new Dictionary<string, nn.Module>(StringComparer.Ordinal);
         foreach (var (name, module) in target.Root.named_modules())
-            if (module is Linear or Conv2d) modules[name] = module;
+            if (LoraLayer.Accepts(module)) modules[name] = module;
         Modules = modules;
         foreach (var path in modules.Keys) Add(target.ReferencePrefix + path, path);
         if (target.SgmNames)

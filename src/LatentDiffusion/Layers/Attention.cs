@@ -25,10 +25,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Linear _toQ;
-    private readonly Linear _toK;
-    private readonly Linear _toV;
-    private readonly Linear _toOut;
+    private readonly nn.Module<Tensor, Tensor> _toQ;
+    private readonly nn.Module<Tensor, Tensor> _toK;
+    private readonly nn.Module<Tensor, Tensor> _toV;
+    private readonly nn.Module<Tensor, Tensor> _toOut;
     private readonly GroupNorm? _groupNorm;
 
     /// <summary>Number of heads.</summary>

@@ -13,7 +13,7 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Conv2d _conv;
+    private readonly nn.Module<Tensor, Tensor> _conv;
     private readonly int _padding;
 
     /// <summary>Creates the down-sampler.</summary>

@@ -18,11 +18,11 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     protected override void RegisterComponents() { }
 
     private readonly GroupNorm _norm1;
-    private readonly Conv2d _conv1;
-    private readonly Linear? _timeEmbProj;
+    private readonly nn.Module<Tensor, Tensor> _conv1;
+    private readonly nn.Module<Tensor, Tensor>? _timeEmbProj;
     private readonly GroupNorm _norm2;
-    private readonly Conv2d _conv2;
-    private readonly Conv2d? _convShortcut;
+    private readonly nn.Module<Tensor, Tensor> _conv2;
+    private readonly nn.Module<Tensor, Tensor>? _convShortcut;
     private readonly Func<Tensor, Tensor> _act;
     private readonly Func<Tensor, Tensor> _timeAct;
     private readonly double _outputScaleFactor;

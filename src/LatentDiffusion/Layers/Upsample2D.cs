@@ -13,7 +13,7 @@ public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Conv2d _conv;
+    private readonly nn.Module<Tensor, Tensor> _conv;
 
     /// <summary>Creates the up-sampler.</summary>
     /// <param name="channels">Input channels.</param>

@@ -32,6 +32,10 @@ internal static partial class ModelLoader
         if (dtype == ScalarType.Float16 && device.type == TorchSharp.DeviceType.CPU)
             logger.LogWarning("float16 on the CPU is several times slower per step than float32 (libtorch has few half-precision CPU kernels): use float32 on the CPU, float16 on a GPU.");
         var vaeDtype = options.UpcastVae ? ScalarType.Float32 : dtype;
+        if (options.WeightDType is { } weightDtype && weightDtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new ArgumentException($"WeightDType {weightDtype} is not supported: use Float16, BFloat16 or Float32 (or null: the DType).");
+        // The parts built below hold their linear and convolution weights in WeightDType (see ModuleBuilder).
+        using var storage = WeightStorage.Use(options.WeightDType);
 
         if (Directory.Exists(path)) return LoadFolder(path, options, device, dtype, vaeDtype, logger, ct);
         // LdmCheckpoint.Open refuses pickled checkpoints (.ckpt, .pt, .pth, .bin) by name.

@@ -14,6 +14,15 @@ public sealed record PipelineOptions
     /// <summary>The dtype the weights are held and run in. Default float32 (float16 or bfloat16 on a GPU).</summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
+    /// <summary>
+    /// Hold the linear and convolution weights (nearly all of a model's) in this dtype while computing in <see cref="DType"/>:
+    /// each layer converts its weights as it runs. <c>Float16</c> with the default float32 <see cref="DType"/> takes half
+    /// the memory of float32 and gives float32's results, bit for bit for a float16 file (the usual download); the
+    /// conversions cost a few percent of the time. Meant for CPUs, where float16 arithmetic is slow and bfloat16's is only
+    /// fast on some. Null (the default): weights are held in <see cref="DType"/>. Float16, BFloat16 or Float32.
+    /// </summary>
+    public ScalarType? WeightDType { get; init; }
+
     /// <summary>Run the VAE in float32 even when <see cref="DType"/> is half precision (avoids float16 overflow in decoding).</summary>
     public bool UpcastVae { get; init; }
 

@@ -14,7 +14,7 @@ internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Linear _qProj, _kProj, _vProj, _outProj;
+    private readonly nn.Module<Tensor, Tensor> _qProj, _kProj, _vProj, _outProj;
     private readonly int _heads;
 
     public ClipAttention(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipAttention))

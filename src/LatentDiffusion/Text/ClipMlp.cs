@@ -14,7 +14,7 @@ internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Linear _fc1, _fc2;
+    private readonly nn.Module<Tensor, Tensor> _fc1, _fc2;
     private readonly ClipActivation _activation;
 
     public ClipMlp(ClipTextConfig config, Device device, ScalarType dtype) : base(nameof(ClipMlp))

@@ -28,7 +28,7 @@ public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
     private readonly ClipTextEmbeddings _embeddings;
     private readonly ClipEncoder _encoder;
     private readonly LayerNorm _finalLayerNorm;
-    private readonly Linear? _textProjection;
+    private readonly nn.Module<Tensor, Tensor>? _textProjection;
 
     /// <summary>The architecture.</summary>
     public ClipTextConfig Config { get; }

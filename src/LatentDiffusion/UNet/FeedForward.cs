@@ -15,7 +15,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     protected override void RegisterComponents() { }
 
     private readonly GEGLU _gate;
-    private readonly Linear _out;
+    private readonly nn.Module<Tensor, Tensor> _out;
 
     /// <summary>Creates the network.</summary>
     /// <param name="dim">Width of the tokens.</param>

@@ -14,7 +14,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Linear _proj;
+    private readonly nn.Module<Tensor, Tensor> _proj;
 
     /// <summary>Creates the gate.</summary>
     /// <param name="dimIn">Input width.</param>

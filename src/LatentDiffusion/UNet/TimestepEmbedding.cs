@@ -17,9 +17,9 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Linear _linear1;
-    private readonly Linear _linear2;
-    private readonly Linear? _condProj;
+    private readonly nn.Module<Tensor, Tensor> _linear1;
+    private readonly nn.Module<Tensor, Tensor> _linear2;
+    private readonly nn.Module<Tensor, Tensor>? _condProj;
     private readonly Func<Tensor, Tensor> _act;
     private readonly Func<Tensor, Tensor>? _postAct;
 

@@ -22,7 +22,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Conv2d _convIn;
+    private readonly nn.Module<Tensor, Tensor> _convIn;
     private readonly Timesteps _timeProj;
     private readonly TimestepEmbedding _timeEmbedding;
     private readonly Func<Tensor, Tensor>? _timeEmbedAct;
@@ -33,7 +33,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     private readonly UNetUpBlock[] _upBlocks;
     private readonly GroupNorm _convNormOut;
     private readonly Func<Tensor, Tensor> _convAct;
-    private readonly Conv2d _convOut;
+    private readonly nn.Module<Tensor, Tensor> _convOut;
     private readonly int _upsamplerCount;
 
     /// <summary>The architecture.</summary>

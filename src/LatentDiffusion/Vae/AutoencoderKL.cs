@@ -28,8 +28,8 @@ public sealed partial class AutoencoderKL : nn.Module<Tensor, Tensor>, IVae
 
     private readonly Encoder _encoder;
     private readonly Decoder _decoder;
-    private readonly Conv2d? _quantConv;
-    private readonly Conv2d? _postQuantConv;
+    private readonly nn.Module<Tensor, Tensor>? _quantConv;
+    private readonly nn.Module<Tensor, Tensor>? _postQuantConv;
     private int _tileSampleMinSize;
     private int _tileLatentMinSize;
     private double _tileOverlapFactor = 0.25;

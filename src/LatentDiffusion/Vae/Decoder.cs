@@ -18,11 +18,11 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     /// </summary>
     protected override void RegisterComponents() { }
 
-    private readonly Conv2d _convIn;
+    private readonly nn.Module<Tensor, Tensor> _convIn;
     private readonly UNetMidBlock2D _midBlock;
     private readonly ModuleList<UpDecoderBlock2D> _upBlocks;
     private readonly GroupNorm _convNormOut;
-    private readonly Conv2d _convOut;
+    private readonly nn.Module<Tensor, Tensor> _convOut;
 
     /// <summary>Builds the decoder described by <paramref name="config"/> on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
     public Decoder(AutoencoderKLConfig config, Device device, ScalarType dtype) : base(nameof(Decoder))

@@ -21,11 +21,11 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     // The reference hard-codes this epsilon for every norm of the autoencoder.
     internal const double NormEps = 1e-6;
 
-    private readonly Conv2d _convIn;
+    private readonly nn.Module<Tensor, Tensor> _convIn;
     private readonly ModuleList<DownEncoderBlock2D> _downBlocks;
     private readonly UNetMidBlock2D _midBlock;
     private readonly GroupNorm _convNormOut;
-    private readonly Conv2d _convOut;
+    private readonly nn.Module<Tensor, Tensor> _convOut;
 
     /// <summary>Builds the encoder described by <paramref name="config"/> on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
     public Encoder(AutoencoderKLConfig config, Device device, ScalarType dtype) : base(nameof(Encoder))

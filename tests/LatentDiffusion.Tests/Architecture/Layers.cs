@@ -14,8 +14,9 @@ internal static class Layers
     private static readonly string[] UnderBlocks = [.. Bottom, "Abstractions"];
     // The neural-network blocks the model parts share (one ResnetBlock2D, one Attention for the UNet and the VAE).
     private static readonly string[] UnderParts = [.. UnderBlocks, "Layers"];
-    // Adapters (LoRA) stand beside the model parts: they hook the Linear and Conv2d modules of any part by path, knowing
-    // no part's types, and the layers above use them as they use the parts.
+    // Adapters (LoRA) stand beside the model parts: they hook the Linear and Conv2d modules of any part by path (TorchSharp's,
+    // or Layers' UpcastLinear/UpcastConv2d that hold float16 weights), knowing no part's types, and the layers above use
+    // them as they use the parts.
     private static readonly string[] Parts = ["Text", "UNet", "Vae", "Schedulers", "Adapters"];
 
     public static readonly IReadOnlyDictionary<string, string[]> MayUse = new Dictionary<string, string[]>
@@ -29,7 +30,7 @@ internal static class Layers
         ["UNet"] = UnderParts,
         ["Vae"] = UnderParts,
         ["Schedulers"] = UnderParts,
-        ["Adapters"] = UnderBlocks,
+        ["Adapters"] = UnderParts,
         // On top: Loading reads whole-model files into parts, Pipelines assemble and run them, Integration adapts them.
         // Loading fetches a single file's tokenizer through Hub; PipelineOptions names the Hub options for it.
         ["Loading"] = [.. UnderParts, .. Parts, "Hub"],
