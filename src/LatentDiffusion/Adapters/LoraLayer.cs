@@ -100,21 +100,12 @@ internal sealed class LoraLayer : IDisposable
     /// </summary>
     public static string? Mismatch(nn.Module module, LoraModule lora)
     {
-        long rank = lora.Rank;
         switch (module)
         {
             case Linear linear:
-                if (lora.Down.dim() == 4 && (lora.Down.shape[2] != 1 || lora.Down.shape[3] != 1))
-                    return $"a {lora.Down.shape[2]}x{lora.Down.shape[3]} convolution LoRA for a linear module";
-                if (lora.InFeatures != linear.in_features || lora.OutFeatures != linear.out_features)
-                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {rank}), the module {linear.in_features} -> {linear.out_features}";
-                return null;
+                return LinearMismatch(lora, linear.in_features, linear.out_features);
             case UpcastLinear linear:
-                if (lora.Down.dim() == 4 && (lora.Down.shape[2] != 1 || lora.Down.shape[3] != 1))
-                    return $"a {lora.Down.shape[2]}x{lora.Down.shape[3]} convolution LoRA for a linear module";
-                if (lora.InFeatures != linear.InFeatures || lora.OutFeatures != linear.OutFeatures)
-                    return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {rank}), the module {linear.InFeatures} -> {linear.OutFeatures}";
-                return null;
+                return LinearMismatch(lora, linear.InFeatures, linear.OutFeatures);
             case Conv2d conv:
                 return ConvolutionMismatch(lora, conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.kernel_size[1]);
             case UpcastConv2d conv:
@@ -122,6 +113,15 @@ internal sealed class LoraLayer : IDisposable
             default:
                 return $"a {module.GetType().Name} cannot take a LoRA";
         }
+    }
+
+    private static string? LinearMismatch(LoraModule lora, long inFeatures, long outFeatures)
+    {
+        if (lora.Down.dim() == 4 && (lora.Down.shape[2] != 1 || lora.Down.shape[3] != 1))
+            return $"a {lora.Down.shape[2]}x{lora.Down.shape[3]} convolution LoRA for a linear module";
+        if (lora.InFeatures != inFeatures || lora.OutFeatures != outFeatures)
+            return $"LoRA maps {lora.InFeatures} -> {lora.OutFeatures} (rank {lora.Rank}), the module {inFeatures} -> {outFeatures}";
+        return null;
     }
 
     private static string? ConvolutionMismatch(LoraModule lora, long inChannels, long outChannels, long kernelH, long kernelW)
