@@ -20,7 +20,8 @@ public static class WeightLoader
     /// Builds a module only after checking that <paramref name="weights"/> fit it exactly: the module is first built on
     /// PyTorch's <c>meta</c> device (shapes without storage, so nothing is allocated from the config's numbers), its
     /// parameter and buffer names and shapes are compared with the weights' (see <see cref="Check"/>), and only then is it
-    /// built on <paramref name="device"/> and loaded (see <see cref="Load"/>).
+    /// built on <paramref name="device"/> and loaded (see <see cref="Load"/>). The real build draws no initial values for
+    /// the library's linear and convolution layers (every parameter is then read from <paramref name="weights"/>).
     /// </summary>
     /// <param name="build">Builds the module on the device it is given.</param>
     /// <param name="device">Where the real module goes.</param>
