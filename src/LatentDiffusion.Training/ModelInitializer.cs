@@ -34,14 +34,11 @@ public static class ModelInitializer
                     Uniform(conv.weight, fanIn, generator);
                     if (conv.bias is not null) Uniform(conv.bias, fanIn, generator);
                     break;
-                case UpcastLinear linear:
-                    Uniform(linear.weight, linear.InFeatures, generator);
-                    if (linear.bias is not null) Uniform(linear.bias, linear.InFeatures, generator);
-                    break;
-                case UpcastConv2d conv:
-                    long upcastFanIn = conv.InChannels * conv.KernelSize * conv.KernelSize;
-                    Uniform(conv.weight, upcastFanIn, generator);
-                    Uniform(conv.bias, upcastFanIn, generator);
+                case UpcastLayer layer:
+                    // fan_in: every weight dimension but the first (in, or in × k × k), as for Linear and Conv2d above.
+                    long layerFanIn = layer.weight.shape.Skip(1).Aggregate(1L, (a, b) => a * b);
+                    Uniform(layer.weight, layerFanIn, generator);
+                    if (layer.bias is not null) Uniform(layer.bias, layerFanIn, generator);
                     break;
                 case Embedding embedding:
                     Fill(embedding.weight!, randn(embedding.weight!.shape, ScalarType.Float32, CPU, generator: generator) * 0.02);

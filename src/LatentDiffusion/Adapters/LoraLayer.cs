@@ -46,7 +46,7 @@ internal sealed class LoraLayer : IDisposable
         _scaleOf = scaleOf;
         switch (module)
         {
-            case Linear or UpcastLinear or UpcastConv2d:
+            case Linear or UpcastLayer:
                 break;
             case Conv2d conv:
                 if (conv.groups != 1 || conv.padding_mode != PaddingModes.Zeros || conv.padding is null)
@@ -60,7 +60,7 @@ internal sealed class LoraLayer : IDisposable
     }
 
     /// <summary>True for the modules a LoRA applies to: linear layers and convolutions, whatever dtype they hold their weights in.</summary>
-    public static bool Accepts(nn.Module module) => module is Linear or Conv2d or UpcastLinear or UpcastConv2d;
+    public static bool Accepts(nn.Module module) => module is Linear or Conv2d or UpcastLayer;
 
     /// <summary>The module's path in its part.</summary>
     public string Path => _path;
@@ -72,8 +72,7 @@ internal sealed class LoraLayer : IDisposable
     {
         Linear l => l.weight!,
         Conv2d c => c.weight,
-        UpcastLinear u => u.weight,
-        UpcastConv2d u => u.weight,
+        UpcastLayer u => u.weight,
         _ => throw new InvalidOperationException(),
     };
 
@@ -81,8 +80,7 @@ internal sealed class LoraLayer : IDisposable
     // the modules that hold them narrower.
     private ScalarType ComputeDType => _module switch
     {
-        UpcastLinear u => u.ComputeDType,
-        UpcastConv2d u => u.ComputeDType,
+        UpcastLayer u => u.ComputeDType,
         _ => Weight.dtype,
     };
 
