@@ -65,9 +65,7 @@ internal sealed class TrainerCore : IDisposable
         double lr = LearningRateAt(StepCount);
         _optimizer.zero_grad();
         loss.backward();
-        // Checked before clipping, which would spread one bad value to every gradient. One reduction per parameter.
-        if (!double.IsFinite(GradientNorm())) throw NonFiniteGradients(loss);
-        if (_maxGradNorm > 0) nn.utils.clip_grad_norm_(_params.Select(p => p.Param), _maxGradNorm);
+        ClipGradients(loss);
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         _optimizer.step();
         Ema?.Update(ExponentialMovingAverage.DecayAt(_emaDecay, StepCount));
@@ -75,12 +73,22 @@ internal sealed class TrainerCore : IDisposable
         return lr;
     }
 
-    private double GradientNorm()
+    /// <summary>
+    /// The total L2 norm of the gradients, computed once: a non-finite one refuses the step (checked before any clipping,
+    /// which would spread one bad value to every gradient); above <see cref="_maxGradNorm"/> every gradient is scaled by
+    /// max / (norm + 1e-6), as <c>torch.nn.utils.clip_grad_norm_</c> scales them.
+    /// </summary>
+    private void ClipGradients(Tensor loss)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var norms = _params.Select(p => p.Param.grad).OfType<Tensor>().Select(g => g.norm()).ToList();
-        return norms.Count == 0 ? 0 : stack(norms).norm().item<float>();
+        var grads = _params.Select(p => p.Param.grad).OfType<Tensor>().ToList();
+        if (grads.Count == 0) return;
+        var total = stack(grads.Select(g => g.norm()).ToList()).norm();
+        if (!float.IsFinite(total.item<float>())) throw NonFiniteGradients(loss);
+        if (_maxGradNorm <= 0) return;
+        var coefficient = (_maxGradNorm / (total + 1e-6)).clamp_max(1.0);
+        foreach (var g in grads) g.mul_(coefficient);
     }
 
     /// <summary>
