@@ -57,7 +57,6 @@ public static class WeightLoader
         try
         {
             LoadPrechecked(model, weights, component);
-            RequireEveryParameterLoaded(model, weights, component);
         }
         catch
         {
@@ -128,18 +127,14 @@ public static class WeightLoader
         LoadPrechecked(module, weights, component);
     }
 
-    // A module built without initial values must get every parameter from the file, or it would run on whatever the
-    // allocator left there. The name check before the build guarantees it; this keeps the guarantee if that ever changes.
-    private static void RequireEveryParameterLoaded(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component)
+    // Load without the name and shape check (the caller has made it). Only optional buffers may lack a tensor (they keep
+    // their computed value): a parameter without one is refused, because a module built without initial values (see
+    // BuildPrechecked) would otherwise run on whatever the allocator left there.
+    private static void LoadPrechecked(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component)
     {
         var unwritten = module.named_parameters().Select(p => p.name).Where(name => !weights.ContainsKey(name)).ToList();
         if (unwritten.Count > 0)
             throw new InvalidDataException($"Cannot load {component}: {unwritten.Count} parameter(s) have no tensor in the weights and would be left uninitialised: {Sample(unwritten)}.");
-    }
-
-    // Load without the name and shape check (the caller has made it).
-    private static void LoadPrechecked(nn.Module module, IReadOnlyDictionary<string, TensorRef> weights, string component)
-    {
         using var noGrad = no_grad();
         using var staging = new StagingBuffer();
         foreach (var (name, target) in Targets(module))
