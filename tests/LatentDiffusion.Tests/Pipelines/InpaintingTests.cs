@@ -223,13 +223,21 @@ public class InpaintingTests
     [Test]
     public void A9ChannelModelRunsNonSquareAndWithAnAllBlackMask()
     {
-        var pipeline = Inpainting9;
-        using var init = Pattern(128, 64);
-        using var black = MaskWhere(128, 64, (_, _) => false);
-        using var ellipse = MaskWhere(128, 64, (x, y) => Math.Pow((x - 64) / 40.0, 2) + Math.Pow((y - 32) / 20.0, 2) < 1);
-        using var kept = pipeline.Generate("a sofa", Quick with { InitImage = init, Mask = black, Strength = 0.75 });
-        using var painted = pipeline.Generate("a sofa", Quick with { InitImage = init, Mask = ellipse, Strength = 0.75 });
-        Assert.That(painted.Pixels.shape, Is.EqualTo(new long[] { 1, 64, 128, 3 }));
+        AssertTheMaskReachesTheUNet(Inpainting9, Quick, "a sofa", 128, 64);
+    }
+
+    /// <summary>
+    /// A 9-channel pipeline on a <paramref name="width"/> x <paramref name="height"/> pattern, once with an all-black mask and
+    /// once with a centred ellipse (strength 0.75): the picture has that size and the mask changes it.
+    /// </summary>
+    internal static void AssertTheMaskReachesTheUNet(StableDiffusionPipeline pipeline, GenerationOptions quick, string prompt, int width, int height)
+    {
+        using var init = Pattern(width, height);
+        using var black = MaskWhere(width, height, (_, _) => false);
+        using var ellipse = MaskWhere(width, height, (x, y) => Math.Pow((x - width / 2) / (width * 0.3125), 2) + Math.Pow((y - height / 2) / (height * 0.3125), 2) < 1);
+        using var kept = pipeline.Generate(prompt, quick with { InitImage = init, Mask = black, Strength = 0.75 });
+        using var painted = pipeline.Generate(prompt, quick with { InitImage = init, Mask = ellipse, Strength = 0.75 });
+        Assert.That(painted.Pixels.shape, Is.EqualTo(new long[] { 1, height, width, 3 }));
         Assert.That((kept.Pixels - painted.Pixels).abs().max().item<float>(), Is.GreaterThan(1e-3), "the mask reaches the UNet");
     }
 

@@ -112,7 +112,7 @@ public class SdxlBehaviourTests
     [Test]
     public async Task ReadyEmbeddingsReproduceTheEncodedPrompt()
     {
-        var conditioner = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, Tiny.XLOptions!, NullLogger.Instance);
+        var conditioner = SdxlConditioning.Conditioner(Tiny);
         using var scope = NewDisposeScope();
         var (context, added) = conditioner.Encode("a boat", new GenerationOptions { NegativePrompt = "fog" }, 1, true, 64, 64, false, ScalarType.Float32, CPU);
         using var encoded = await Tiny.GenerateAsync("a boat", Quick(5) with { NegativePrompt = "fog" });
@@ -127,7 +127,7 @@ public class SdxlBehaviourTests
     [Test]
     public void ClipSkipCountsFromThePenultimateLayerAndLeavesTheNegativeAlone()
     {
-        var xl = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false }, NullLogger.Instance);
+        var xl = SdxlConditioning.Conditioner(Tiny, new StableDiffusionXLOptions { ForceZerosForEmptyPrompt = false });
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (context, added) = xl.Encode("a boat", new GenerationOptions { ClipSkip = 1 }, 1, true, 64, 64, false, ScalarType.Float32, CPU);
@@ -147,7 +147,7 @@ public class SdxlBehaviourTests
     [Test]
     public void TimeIdsFollowTheReferenceRules()
     {
-        var xl = new SdxlConditioner(Tiny.Tokenizer, Tiny.TextEncoder, Tiny.Tokenizer2!, Tiny.TextEncoder2!, new StableDiffusionXLOptions(), NullLogger.Instance);
+        var xl = SdxlConditioning.Conditioner(Tiny, new StableDiffusionXLOptions());
         var o = new GenerationOptions { OriginalSize = (256, 192), CropsCoordsTopLeft = (16, 32), NegativeOriginalSize = (64, 64) };
         // Text to image: a negative original size without a negative target size leaves the negative half as the positive.
         var (p, n) = xl.TimeIds(o, 128, 96, imageToImage: false);

@@ -261,13 +261,7 @@ public class SdxlInpaintingTests
     {
         Assert.That(Nine.IsStableDiffusionXL);
         Assert.That(Nine.UNet.InChannels, Is.EqualTo(9));
-        using var init = Pattern(96, 64);
-        using var black = MaskWhere(96, 64, (_, _) => false);
-        using var ellipse = MaskWhere(96, 64, (x, y) => Math.Pow((x - 48) / 30.0, 2) + Math.Pow((y - 32) / 20.0, 2) < 1);
-        using var kept = Nine.Generate("a red car", Quick with { InitImage = init, Mask = black, Strength = 0.75 });
-        using var painted = Nine.Generate("a red car", Quick with { InitImage = init, Mask = ellipse, Strength = 0.75 });
-        Assert.That(painted.Pixels.shape, Is.EqualTo(new long[] { 1, 64, 96, 3 }));
-        Assert.That((kept.Pixels - painted.Pixels).abs().max().item<float>(), Is.GreaterThan(1e-3), "the mask reaches the UNet");
+        AssertTheMaskReachesTheUNet(Nine, Quick, "a red car", 96, 64);
     }
 
     [Test]

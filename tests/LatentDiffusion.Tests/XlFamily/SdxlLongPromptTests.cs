@@ -1,7 +1,7 @@
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Tests.Pipelines;
-using Microsoft.Extensions.Logging.Abstractions;
 using NUnit.Framework;
+using static LatentDiffusion.Tests.XlFamily.SdxlConditioning;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Tests.XlFamily;
@@ -14,16 +14,6 @@ namespace LatentDiffusion.Tests.XlFamily;
 public class SdxlLongPromptTests
 {
     private static readonly string LongPrompt = string.Join(", ", Enumerable.Repeat("a lighthouse at dusk over a calm sea", 12));
-
-    private static SdxlConditioner Conditioner(StableDiffusionPipeline p)
-        => new(p.Tokenizer, p.TextEncoder, p.Tokenizer2!, p.TextEncoder2!, p.XLOptions!, NullLogger.Instance);
-
-    private static (Tensor Hidden, Tensor? Pooled) EncodeChunk(LatentDiffusion.Abstractions.ITextEncoder encoder, int[] ids, bool pooled)
-    {
-        using var t = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]);
-        var output = encoder.EncodeHiddenStates(t, 2, pooled);
-        return (output.HiddenStates, output.Pooled);
-    }
 
     [Test]
     public void ALongPromptIsEncodedChunkByChunkThroughBothEncoders()

@@ -1,7 +1,7 @@
 using LatentDiffusion.Pipelines;
 using LatentDiffusion.Tests.Pipelines;
-using Microsoft.Extensions.Logging.Abstractions;
 using NUnit.Framework;
+using static LatentDiffusion.Tests.XlFamily.SdxlConditioning;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Tests.XlFamily;
@@ -13,18 +13,11 @@ namespace LatentDiffusion.Tests.XlFamily;
 /// </summary>
 public class SdxlReadyNegativeChunksTests
 {
-    private static (Tensor Hidden, Tensor? Pooled) EncodeChunk(LatentDiffusion.Abstractions.ITextEncoder encoder, int[] ids, bool pooled)
-    {
-        using var t = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length]);
-        var output = encoder.EncodeHiddenStates(t, 2, pooled);
-        return (output.HiddenStates, output.Pooled);
-    }
-
     [Test]
     public void AShortPromptIsPaddedToTheReadyNegativeEmbeddingsChunks()
     {
         var pipeline = TinyModels.Get("tiny-sdxl");
-        var conditioner = new SdxlConditioner(pipeline.Tokenizer, pipeline.TextEncoder, pipeline.Tokenizer2!, pipeline.TextEncoder2!, pipeline.XLOptions!, NullLogger.Instance);
+        var conditioner = Conditioner(pipeline);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var negative = full(1, 2 * 77, conditioner.ContextWidth, 0.25f);

@@ -112,8 +112,7 @@ public class SdxlTextualInversionTests
 
         // prompt_2: the token only in the second encoder's ids.
         var (context2, pooled2) = EncodeByHand(pipeline, IdsWith(plainTokenizer1, "a red car"), IdsWith(plainTokenizer2, "a red car", v2, v2 + 1));
-        var conditioner = new SdxlConditioner(pipeline.Tokenizer, pipeline.TextEncoder, pipeline.Tokenizer2!, pipeline.TextEncoder2!, pipeline.XLOptions!,
-            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var conditioner = SdxlConditioning.Conditioner(pipeline);
         var (encoded2, added2) = conditioner.Encode("a red car", new GenerationOptions { Prompt2 = $"{Token} a red car" }, 1, false, 64, 64, false, ScalarType.Float32, CPU);
         AssertTensor.MaxAbsClose(encoded2, context2, 0, "the token in prompt_2 (context)");
         AssertTensor.MaxAbsClose(added2.TextEmbeds, pooled2, 0, "the token in prompt_2 (pooled)");
