@@ -8,10 +8,7 @@ set -uo pipefail
 source benchmarks/gpu/setup.sh
 
 echo "== CUDA parity on tiny-sdxl (float32) through the ldm tool"
-$W/apps/ldm/ldm generate --model .gpu/shared/tiny-sdxl --prompt "a photograph of an astronaut riding a horse" --steps 8 \
-  --guidance 5 --seed 42 --width 128 --height 128 --device cuda --output "$OUT/tiny-sdxl-cuda.png" --overwrite -v > "$OUT/tiny-sdxl-cuda.log" 2>&1
-grep -vE "^\s+at " "$OUT/tiny-sdxl-cuda.log" | tail -8
-python3 benchmarks/gpu/png_parity.py "$OUT/tiny-sdxl-cuda.png" .gpu/shared/expected-sdxl-euler-42.f32 "tiny sdxl txt2img" | tee "$OUT/parity-sdxl.txt"
+cuda_parity tiny-sdxl-cuda .gpu/shared/tiny-sdxl 5 .gpu/shared/expected-sdxl-euler-42.f32 "tiny sdxl txt2img"
 
 echo "== full-size SDXL base (random weights)"
 python3 benchmarks/gpu/make_sdxl_random.py $W/sdxl --tokenizer .gpu/shared/tokenizer > "$OUT/make-sdxl.log" 2>&1 || { tail -20 "$OUT/make-sdxl.log"; exit 1; }

@@ -6,10 +6,7 @@ set -uo pipefail
 source benchmarks/gpu/setup.sh
 
 echo "== CUDA parity on the tiny model (float32) and the ldm tool"
-$W/apps/ldm/ldm generate --model .gpu/shared/tiny-sd15 --prompt "a photograph of an astronaut riding a horse" --steps 8 \
-  --guidance 7.5 --seed 42 --width 128 --height 128 --device cuda --output "$OUT/tiny-cuda.png" --overwrite -v > "$OUT/tiny-cuda.log" 2>&1
-grep -vE "^\s+at " "$OUT/tiny-cuda.log" | tail -8
-python3 benchmarks/gpu/png_parity.py "$OUT/tiny-cuda.png" .gpu/shared/expected-sd15-default-42.f32 "tiny sd15 txt2img" | tee "$OUT/parity.txt"
+cuda_parity tiny-cuda .gpu/shared/tiny-sd15 7.5 .gpu/shared/expected-sd15-default-42.f32 "tiny sd15 txt2img"
 
 echo "== full-size SD 1.5 (random weights)"
 python3 .gpu/shared/make_sd15_random.py $W/sd15 --tokenizer .gpu/shared/tokenizer > "$OUT/make-model.log" 2>&1 || { cat "$OUT/make-model.log"; exit 1; }

@@ -11,3 +11,13 @@ if g++ -O2 -shared -fPIC -std=c++17 benchmarks/gpu/memstats.cpp -I"$TI" -I"$TI/t
   export LATENTDIFFUSION_MEMSTATS=$W/libldmemstats.so
 else echo "memstats shim did not build (see memstats-build.log)"; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+
+# cuda_parity NAME MODEL GUIDANCE EXPECTED LABEL: the tiny model through the ldm tool on CUDA (float32, seed 42, 8 steps,
+# 128x128), then its PNG against the reference's pixels. Writes $OUT/NAME.png, NAME.log and parity-NAME.txt.
+cuda_parity() {
+  local name=$1 model=$2 guidance=$3 expected=$4 label=$5
+  $W/apps/ldm/ldm generate --model "$model" --prompt "a photograph of an astronaut riding a horse" --steps 8 \
+    --guidance "$guidance" --seed 42 --width 128 --height 128 --device cuda --output "$OUT/$name.png" --overwrite -v > "$OUT/$name.log" 2>&1
+  grep -vE "^\s+at " "$OUT/$name.log" | tail -8
+  python3 benchmarks/gpu/png_parity.py "$OUT/$name.png" "$expected" "$label" | tee "$OUT/parity-$name.txt"
+}
