@@ -1,4 +1,5 @@
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Schedulers;
 
 namespace LatentDiffusion.Pipelines;
 
@@ -35,6 +36,7 @@ internal static class DenoisingWindow
         return keep == timesteps.Count ? timesteps : timesteps.Take(keep).ToArray();
     }
 
-    /// <summary>num_train_timesteps of the scheduler's config (1000 when absent).</summary>
-    public static int TrainTimesteps(IScheduler scheduler) => scheduler.Config.Int("num_train_timesteps", 1000);
+    /// <summary>num_train_timesteps: a library scheduler's typed value, else the config's (1000 when absent).</summary>
+    public static int TrainTimesteps(IScheduler scheduler)
+        => scheduler is DiffusionScheduler known ? known.NumTrainTimesteps : scheduler.Config.Int("num_train_timesteps", 1000);
 }

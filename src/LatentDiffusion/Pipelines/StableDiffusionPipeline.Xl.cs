@@ -93,9 +93,9 @@ public sealed partial class StableDiffusionPipeline
     /// latents as they are (no noise added): the encoded init image, or the given latents of a first model's run.
     /// </summary>
     private (IReadOnlyList<double> Timesteps, Tensor Latents) PrepareFromDenoisingStart(GenerationOptions options, Image<Rgb24>? initImage, int perPrompt,
-        Device device, ScalarType dtype, ImageGenerators generators, ISchedulerRun run, CancellationToken cancellationToken)
+        Device device, ScalarType dtype, ImageGenerators generators, ISchedulerRun run, int trainTimesteps, CancellationToken cancellationToken)
     {
-        var timesteps = DenoisingWindow.FromStart(run, options.DenoisingStart!.Value, DenoisingWindow.TrainTimesteps(SchedulerFor(options)));
+        var timesteps = DenoisingWindow.FromStart(run, options.DenoisingStart!.Value, trainTimesteps);
         var (w, h) = Size(options);
         if (initImage is null)
         {
@@ -123,10 +123,6 @@ public sealed partial class StableDiffusionPipeline
         => options.DenoisingStart is not null && InitImageSize(options) is null && options.Latents is { } l && l.dim() == 4
             ? ((int)Math.Min(l.shape[3] * Vae.ScaleFactor, int.MaxValue), (int)Math.Min(l.shape[2] * Vae.ScaleFactor, int.MaxValue))
             : null;
-
-    /// <summary>The timesteps that <see cref="GenerationOptions.DenoisingEnd"/> keeps.</summary>
-    private IReadOnlyList<double> UntilDenoisingEnd(IReadOnlyList<double> timesteps, GenerationOptions options)
-        => options.DenoisingEnd is null ? timesteps : DenoisingWindow.UntilEnd(timesteps, options.DenoisingEnd, DenoisingWindow.TrainTimesteps(SchedulerFor(options)));
 
     private void ValidateXl(string? prompt, GenerationOptions o)
     {

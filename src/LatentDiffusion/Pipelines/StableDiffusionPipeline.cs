@@ -159,6 +159,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         Inpainting? inpainting = null;
 
         var scheduler = SchedulerFor(options);
+        int trainTimesteps = DenoisingWindow.TrainTimesteps(scheduler);
 
         using var noGrad = no_grad();
         using var outer = NewDisposeScope();
@@ -188,14 +189,14 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         Tensor latents;
         if (options.DenoisingStart is not null && mask is null)
         {
-            (timesteps, latents) = PrepareFromDenoisingStart(options, initImage, perPrompt, device, dtype, generators, run, cancellationToken);
+            (timesteps, latents) = PrepareFromDenoisingStart(options, initImage, perPrompt, device, dtype, generators, run, trainTimesteps, cancellationToken);
             finite.Record("the start latents", latents);
         }
         else if (mask is not null)
         {
             // SDXL inpainting may start at DenoisingStart instead (the reference's base + refiner hand-off).
             timesteps = options.DenoisingStart is { } start
-                ? DenoisingWindow.FromStart(run, start, DenoisingWindow.TrainTimesteps(SchedulerFor(options)))
+                ? DenoisingWindow.FromStart(run, start, trainTimesteps)
                 : Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength).Item1;
             var (w, h) = Size(options);
             inpainting = Inpainting.Prepare(UNet, Vae, options, initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
@@ -213,7 +214,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
             latents = PrepareImageLatents(options, initImage, perPrompt, device, dtype, generators, run, timesteps, cancellationToken);
             finite.Record("the VAE encoder (the init image's latents)", latents);
         }
-        timesteps = UntilDenoisingEnd(timesteps, options);
+        timesteps = DenoisingWindow.UntilEnd(timesteps, options.DenoisingEnd, trainTimesteps);
 
         // 3. Denoise. The timesteps go to the device in one copy, not one per step; the text context's cross-attention
         // keys and values are projected once for the whole generation.
