@@ -44,6 +44,13 @@ public sealed partial class StableDiffusionPipeline
         _logger.LogDebug("Freed the UNet weights before decoding (FreeWeightsAfterUse)");
     }
 
+    /// <summary>Refuses to change weights that <see cref="PipelineOptions.FreeWeightsAfterUse"/> has freed (a LoRA, a textual inversion).</summary>
+    private void ThrowIfWeightsFreed(string what)
+    {
+        if (_textEncodersFreed || _unetFreed)
+            throw new InvalidOperationException($"{what}: this pipeline was loaded with PipelineOptions.FreeWeightsAfterUse and its generation has freed the text encoder and UNet weights. Load the pipeline again.");
+    }
+
     private void DisposeTextEncoders()
     {
         TextEncoder.Dispose();

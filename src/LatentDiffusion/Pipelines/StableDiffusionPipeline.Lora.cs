@@ -20,6 +20,7 @@ public sealed partial class StableDiffusionPipeline
         get
         {
             ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
+            ThrowIfWeightsFreed("Cannot use LoRAs");
             return LazyInitializer.EnsureInitialized(ref _loras, CreateLoras);
         }
     }

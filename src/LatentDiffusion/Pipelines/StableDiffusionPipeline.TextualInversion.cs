@@ -27,10 +27,11 @@ public sealed partial class StableDiffusionPipeline
     /// <exception cref="NotSupportedException">A pickled (<c>.pt</c>, <c>.bin</c>) embedding, an SDXL embedding on an SD 1.x/2.x
     /// pipeline or an SD 1.x/2.x one on SDXL, or a tokenizer or text encoder other than this library's CLIP ones.</exception>
     /// <exception cref="ArgumentException">The token is already in the vocabulary (or was loaded before), or is not one word.</exception>
-    /// <exception cref="InvalidOperationException">A generation is running on this pipeline.</exception>
+    /// <exception cref="InvalidOperationException">A generation is running on this pipeline, or a <see cref="PipelineOptions.FreeWeightsAfterUse"/> pipeline has generated (its text encoders are freed).</exception>
     public string LoadTextualInversion(string path, string? token = null)
     {
         ObjectDisposedException.ThrowIf(_runs.IsClosed, this);
+        ThrowIfWeightsFreed("Cannot load a textual inversion");
         if (_xl is not null) return LoadXlTextualInversion(path, token);
         if (Tokenizer is not ClipTokenizer clipTokenizer || TextEncoder is not ClipTextModel clipEncoder)
             throw new NotSupportedException($"Textual inversion needs this library's CLIP tokenizer and text encoder; this pipeline has {Tokenizer.GetType().Name} and {TextEncoder.GetType().Name}.");

@@ -51,6 +51,9 @@ public class FreeWeightsAfterUseTests
         var e = Assert.Throws<InvalidOperationException>(() => pipeline.Generate("a cat", Options))!;
         Assert.That(e.Message, Does.Contain("FreeWeightsAfterUse").And.Contain("Load the pipeline again"));
         Assert.ThrowsAsync<InvalidOperationException>(() => pipeline.GenerateAsync("a cat", Options));
+        // The freed weights cannot be changed either (they would be used after being freed).
+        Assert.That(Assert.Throws<InvalidOperationException>(() => _ = pipeline.Loras)!.Message, Does.Contain("FreeWeightsAfterUse"));
+        Assert.That(Assert.Throws<InvalidOperationException>(() => pipeline.LoadTextualInversion("any.safetensors", "<x>"))!.Message, Does.Contain("FreeWeightsAfterUse"));
     }
 
     [Test]
