@@ -1,4 +1,6 @@
 using LatentDiffusion.Abstractions;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch;
 
 namespace LatentDiffusion.Pipelines;
 
@@ -30,6 +32,45 @@ internal sealed class PromptChunker
 
     /// <summary>The chunk of an empty prompt: start, end and pad tokens (what a shorter prompt is padded with).</summary>
     public int[] EmptyChunk => _empty ??= _tokenizer.EncodePadded("", _positions).Ids;
+
+    /// <summary>
+    /// The chunks of <paramref name="text"/> under <paramref name="options"/>' prompt syntax and truncation. A cut is a
+    /// warning that names <paramref name="what"/> (and <paramref name="encoder"/>, when a model has several) and quotes at
+    /// most <see cref="MaxQuoted"/> characters of what was dropped; several chunks are a debug message.
+    /// </summary>
+    public PromptChunks Tokenize(string text, GenerationOptions options, ILogger logger, string what, string? encoder = null)
+    {
+        var chunks = Tokenize(text, options.PromptSyntax, options.TruncateLongPrompts);
+        string of = encoder is null ? "" : " of " + encoder;
+        if (chunks.DroppedIds.Length > 0)
+            logger.LogWarning("The {What} is longer than {Max} tokens{Of}; {Count} tokens were dropped: \"{Dropped}\"", what, _positions, of,
+                chunks.DroppedIds.Length, Abbreviate(chunks.DroppedText));
+        else if (chunks.Count > 1)
+            logger.LogDebug("The {What} is encoded in {Chunks} chunks of {Length} tokens{Of}.", what, chunks.Count, ChunkLength, of);
+        return chunks;
+    }
+
+    /// <summary>
+    /// <paramref name="chunks"/> padded with <see cref="EmptyChunk"/> to <paramref name="count"/> chunks; the empty prompt
+    /// is tokenized only when padding is needed (a prompt that fits costs no second tokenizer call).
+    /// </summary>
+    public PromptChunks Pad(PromptChunks chunks, int count) => chunks.Count >= count ? chunks : chunks.PadTo(count, EmptyChunk);
+
+    /// <summary>How many chunks ready embeddings <c>[batch, chunks × positions, hidden]</c> hold; 1 when their length is not a multiple of the positions.</summary>
+    public int ChunksIn(Tensor embeddings)
+        => embeddings.dim() == 3 && embeddings.shape[1] % _positions == 0 ? (int)(embeddings.shape[1] / _positions) : 1;
+
+    /// <summary>The most characters of dropped prompt text a warning quotes.</summary>
+    internal const int MaxQuoted = 80;
+
+    /// <summary>At most <see cref="MaxQuoted"/> characters of <paramref name="text"/> (whole characters), then "..." if cut.</summary>
+    internal static string Abbreviate(string text)
+    {
+        if (text.Length <= MaxQuoted) return text;
+        int cut = MaxQuoted;
+        if (char.IsHighSurrogate(text[cut - 1])) cut--;
+        return text[..cut] + "...";
+    }
 
     /// <summary>
     /// The chunks of <paramref name="prompt"/>. With <paramref name="truncate"/> only the first chunk is kept (the

@@ -76,7 +76,7 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         CheckWidths(context, pooled, "prompt");
         var (positiveIds, negativeIds) = TimeIds(options, width, height, imageToImage);
         var (textEmbeds, timeIds) = (Repeat(pooled, perPrompt), Repeat(Ids(positiveIds, dtype, device), pooled.shape[0] * perPrompt));
-        context = RepeatContext(context, perPrompt);
+        context = StableDiffusionPipeline.RepeatPerPrompt(context, perPrompt);
         if (!guidance) return (context, new AddedConditions(textEmbeds, timeIds));
 
         Tensor negContext, negPooled;
@@ -98,7 +98,7 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
             (negContext, negPooled) = EncodeBoth(chunks, count, 2, dtype, device);
         }
         CheckWidths(negContext, negPooled, "negative prompt");
-        if (negContext.shape[0] != context.shape[0]) negContext = RepeatContext(negContext, perPrompt);
+        if (negContext.shape[0] != context.shape[0]) negContext = StableDiffusionPipeline.RepeatPerPrompt(negContext, perPrompt);
         if (negPooled.shape[0] != textEmbeds.shape[0]) negPooled = Repeat(negPooled, perPrompt);
         if (!negContext.shape.SequenceEqual(context.shape))
             throw new ArgumentException($"Negative prompt embeddings [{string.Join(", ", negContext.shape)}] do not match the prompt embeddings [{string.Join(", ", context.shape)}].");
@@ -149,29 +149,14 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
     /// their length is not a multiple), as <see cref="PromptEncoder"/> counts them for SD 1.x/2.x.
     /// </summary>
     private int NegativeChunkCount(GenerationOptions options, XlChunks? negativeChunks)
-    {
-        if (options.NegativePromptEmbeddings is { } ready)
-            return ready.dim() == 3 && ready.shape[1] % textEncoder2.MaxPositions == 0 ? (int)(ready.shape[1] / textEncoder2.MaxPositions) : 1;
-        return negativeChunks?.Count ?? 1;
-    }
+        => options.NegativePromptEmbeddings is { } ready ? _chunker2.ChunksIn(ready) : negativeChunks?.Count ?? 1;
 
     /// <summary>Both encoders' chunks of their prompts (the first absent on a refiner), as <see cref="PromptEncoder"/> cuts them.</summary>
     private XlChunks Tokenize(string prompt1, string prompt2, GenerationOptions options, string what)
     {
-        PromptChunks? first = null;
-        if (_chunker1 is not null)
-            first = TokenizeOne(_chunker1, prompt1, options, what, "text_encoder");
-        var second = TokenizeOne(_chunker2, prompt2, options, what, "text_encoder_2");
+        var first = _chunker1?.Tokenize(prompt1, options, logger, what, "text_encoder");
+        var second = _chunker2.Tokenize(prompt2, options, logger, what, "text_encoder_2");
         return new XlChunks(first, second);
-    }
-
-    private PromptChunks TokenizeOne(PromptChunker chunker, string text, GenerationOptions options, string what, string encoder)
-    {
-        var chunks = chunker.Tokenize(text, options.PromptSyntax, options.TruncateLongPrompts);
-        if (chunks.DroppedIds.Length > 0)
-            logger.LogWarning("The {What} is longer than {Max} tokens of {Encoder}; {Count} tokens were dropped: \"{Dropped}\"", what, chunker.ChunkLength + 2, encoder,
-                chunks.DroppedIds.Length, PromptEncoder.Abbreviate(chunks.DroppedText));
-        return chunks;
     }
 
     private sealed record XlChunks(PromptChunks? First, PromptChunks Second)
@@ -185,10 +170,10 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
         var hidden = new List<Tensor>();
         if (chunks.First is { } first)
         {
-            var padded = first.Count >= count ? first : first.PadTo(count, _chunker1!.EmptyChunk);
+            var padded = _chunker1!.Pad(first, count);
             hidden.Add(padded.Encode(ids => textEncoder1!.EncodeHiddenStates(ids, fromEnd, pooled: false).HiddenStates, textEncoder1!.Device).to(dtype, device));
         }
-        var second = chunks.Second.Count >= count ? chunks.Second : chunks.Second.PadTo(count, _chunker2.EmptyChunk);
+        var second = _chunker2.Pad(chunks.Second, count);
         // The pooled embedding is the first chunk's (A1111 and stable-diffusion.cpp take it from there too).
         Tensor? pooled = null;
         var states = second.Encode(ids =>
@@ -215,7 +200,4 @@ internal sealed class SdxlConditioner(ITokenizer? tokenizer1, ITextEncoder? text
 
     private static Tensor Repeat(Tensor rows, long times)
         => times == 1 ? rows : rows.repeat(1, times).view(rows.shape[0] * times, -1);
-
-    private static Tensor RepeatContext(Tensor embeds, int perPrompt)
-        => perPrompt == 1 ? embeds : embeds.repeat(1, perPrompt, 1).view(embeds.shape[0] * perPrompt, embeds.shape[1], -1);
 }

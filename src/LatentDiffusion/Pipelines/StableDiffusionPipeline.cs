@@ -290,7 +290,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         return cat([negative, positive], 0);
     }
 
-    private static Tensor RepeatPerPrompt(Tensor embeds, int perPrompt)
+    /// <summary>Each prompt's embeddings <c>[batch, tokens, hidden]</c> repeated for its <paramref name="perPrompt"/> images, in order (the reference's repeat and view).</summary>
+    internal static Tensor RepeatPerPrompt(Tensor embeds, int perPrompt)
         => perPrompt == 1 ? embeds : embeds.repeat(1, perPrompt, 1).view(embeds.shape[0] * perPrompt, embeds.shape[1], -1);
 
     private (int Width, int Height) Size(GenerationOptions options)

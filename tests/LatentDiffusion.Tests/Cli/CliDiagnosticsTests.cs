@@ -33,10 +33,10 @@ public class CliDiagnosticsTests
     [Test]
     public void AbbreviationKeepsShortTextAndCutsLongTextAtWholeCharacters()
     {
-        Assert.That(LatentDiffusion.Pipelines.PromptEncoder.Abbreviate("a cat"), Is.EqualTo("a cat"));
+        Assert.That(LatentDiffusion.Pipelines.PromptChunker.Abbreviate("a cat"), Is.EqualTo("a cat"));
         string longText = new string('x', 79) + "\U0001F431" + new string('y', 100);
-        string cut = LatentDiffusion.Pipelines.PromptEncoder.Abbreviate(longText);
+        string cut = LatentDiffusion.Pipelines.PromptChunker.Abbreviate(longText);
         Assert.That(cut, Is.EqualTo(new string('x', 79) + "..."), "a surrogate pair is not split");
-        Assert.That(LatentDiffusion.Pipelines.PromptEncoder.Abbreviate(new string('z', 200)), Has.Length.EqualTo(83));
+        Assert.That(LatentDiffusion.Pipelines.PromptChunker.Abbreviate(new string('z', 200)), Has.Length.EqualTo(83));
     }
 }
