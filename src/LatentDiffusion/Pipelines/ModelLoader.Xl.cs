@@ -40,35 +40,11 @@ internal static partial class ModelLoader
         using var text2File = SafetensorsFile.Open(text2Weights);
         using var unetFile = SafetensorsFile.Open(unetWeights);
         using var vaeFile = SafetensorsFile.Open(vaeWeights);
-        var textTensors = textFile is null ? null : AllTensors(textFile);
-        var text2Tensors = AllTensors(text2File);
-        var unetTensors = AllTensors(unetFile);
-        var vaeTensors = AutoencoderKL.WeightMap(vaeFile);
-        if (textConfig is not null) ClipTextModel.CheckWeights(textTensors!, textConfig, textName);
-        ClipTextModel.CheckWeights(text2Tensors, text2Config, text2Name);
-        UNet2DConditionModel.CheckWeights(unetConfig, unetTensors, unetName);
-        CheckXlWidths(textConfig is null ? null : ClipTextConfig.FromJson(textConfig), ClipTextConfig.FromJson(text2Config), unetConfig, settings, dir);
-        AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
-        ct.ThrowIfCancellationRequested();
-
-        ITextEncoder? text = null, text2 = null; IUNet? unet = null; IVae? vae = null;
-        try
-        {
-            if (textConfig is not null) text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors!, textConfig, device, dtype, textName));
-            text2 = Timed(logger, "text encoder 2", () => ClipTextModel.LoadPrechecked(text2Tensors, text2Config, device, dtype, text2Name));
-            ct.ThrowIfCancellationRequested();
-            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
-            ct.ThrowIfCancellationRequested();
-            var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
-            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, xlVaeDtype, vaeName))
-                : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
-            return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
-        }
-        catch
-        {
-            text?.Dispose(); text2?.Dispose(); unet?.Dispose(); vae?.Dispose();
-            throw;
-        }
+        var parts = new PartSources(textFile is null ? null : new TextSource(AllTensors(textFile), textConfig!, textName), new TextSource(AllTensors(text2File), text2Config, text2Name),
+            unetConfig, AllTensors(unetFile), unetName, vaeConfig, AutoencoderKL.WeightMap(vaeFile), vaeName);
+        return CheckAndBuild(parts, () => CheckXlWidths(textConfig is null ? null : ClipTextConfig.FromJson(textConfig), ClipTextConfig.FromJson(text2Config), unetConfig, settings, dir),
+            options, device, dtype, XlVaeDtype(vaeConfig, dtype, vaeDtype, logger), logger, ct,
+            (text, text2, unet, vae) => new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2!, unet, vae, scheduler, settings, options));
     }
 
     private static StableDiffusionPipeline LoadXlSingleFile(LdmCheckpoint checkpoint, PipelineOptions options, Device device, ScalarType dtype, ScalarType vaeDtype, ILogger logger, CancellationToken ct)
@@ -82,38 +58,14 @@ internal static partial class ModelLoader
         var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
         var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
         string textName = $"text_encoder from '{file}'", text2Name = $"text_encoder_2 from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
-        if (hasFirst) ClipTextModel.CheckWeights(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName);
-        ClipTextModel.CheckWeights(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, text2Name);
-        UNet2DConditionModel.CheckWeights(unetConfig, checkpoint.UNetWeights, unetName);
-        CheckXlWidths(hasFirst ? ClipTextConfig.FromJson(checkpoint.TextEncoderConfig) : null, ClipTextConfig.FromJson(checkpoint.TextEncoder2Config!), unetConfig, settings, file);
-        AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
-        ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null, text2 = null; IUNet? unet = null; IVae? vae = null;
-        try
-        {
-            if (hasFirst) text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
-            text2 = Timed(logger, "text encoder 2", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, device, dtype, text2Name));
-            ct.ThrowIfCancellationRequested();
-            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
-            ct.ThrowIfCancellationRequested();
-            var xlVaeDtype = XlVaeDtype(vaeConfig, dtype, vaeDtype, logger);
-            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, xlVaeDtype, vaeName))
-                : LoadVaeFile(options.VaeFile, vaeConfig, device, xlVaeDtype);
-            return new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2, unet, vae, scheduler, settings, options);
-        }
-        catch
-        {
-            text?.Dispose(); text2?.Dispose(); unet?.Dispose(); vae?.Dispose();
-            throw;
-        }
+        var parts = new PartSources(hasFirst ? new TextSource(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName) : null,
+            new TextSource(checkpoint.TextEncoder2Weights!, checkpoint.TextEncoder2Config!, text2Name),
+            unetConfig, checkpoint.UNetWeights, unetName, vaeConfig, checkpoint.VaeWeights, vaeName);
+        return CheckAndBuild(parts, () => CheckXlWidths(hasFirst ? ClipTextConfig.FromJson(checkpoint.TextEncoderConfig) : null, ClipTextConfig.FromJson(checkpoint.TextEncoder2Config!), unetConfig, settings, file),
+            options, device, dtype, XlVaeDtype(vaeConfig, dtype, vaeDtype, logger), logger, ct,
+            (text, text2, unet, vae) => new StableDiffusionPipeline(tokenizer, text, tokenizer2, text2!, unet, vae, scheduler, settings, options));
     }
 
-    /// <summary>
-    /// The tokenizers of an SDXL single file, which carries none: the config folder's <c>tokenizer/</c> and
-    /// <c>tokenizer_2/</c> when it has them; otherwise the CLIP vocabulary found as for SD 1.x single files
-    /// (<see cref="PipelineOptions.TokenizerDirectory"/>, the config folder's <c>tokenizer/</c>, the hub cache, or downloaded
-    /// once), and, for the second, the same vocabulary padded with <c>!</c>, which is what SDXL's second tokenizer is.
-    /// </summary>
     private static (ClipTokenizer? First, ClipTokenizer Second) XlTokenizers(string file, PipelineOptions options, bool hasFirst, ILogger logger, CancellationToken ct)
     {
         string? config = options.ConfigDirectory;

@@ -63,31 +63,10 @@ internal static partial class ModelLoader
         using var textFile = SafetensorsFile.Open(textWeights);
         using var unetFile = SafetensorsFile.Open(unetWeights);
         using var vaeFile = SafetensorsFile.Open(vaeWeights);
-        var textTensors = AllTensors(textFile);
-        var unetTensors = AllTensors(unetFile);
-        var vaeTensors = AutoencoderKL.WeightMap(vaeFile);
-        ClipTextModel.CheckWeights(textTensors, textConfig, textName);
-        UNet2DConditionModel.CheckWeights(unetConfig, unetTensors, unetName);
-        CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir);
-        AutoencoderKL.CheckWeights(vaeConfig, vaeTensors, vaeName);
-        ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null; IUNet? unet = null; IVae? vae = null;
-        try
-        {
-            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(textTensors, textConfig, device, dtype, textName));
-            ct.ThrowIfCancellationRequested();
-            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, unetTensors, device, dtype, unetName));
-            ct.ThrowIfCancellationRequested();
-            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, vaeTensors, device, vaeDtype, vaeName))
-                : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
-            return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
-        }
-        catch
-        {
-            // The constructor can still fail (a LoRA of PipelineOptions.Loras that does not fit): nothing built is kept.
-            text?.Dispose(); unet?.Dispose(); vae?.Dispose();
-            throw;
-        }
+        var parts = new PartSources(new TextSource(AllTensors(textFile), textConfig, textName), null,
+            unetConfig, AllTensors(unetFile), unetName, vaeConfig, AutoencoderKL.WeightMap(vaeFile), vaeName);
+        return CheckAndBuild(parts, () => CheckWidths(ClipTextConfig.FromJson(textConfig), unetConfig, dir), options, device, dtype, vaeDtype, logger, ct,
+            (text, _, unet, vae) => new StableDiffusionPipeline(tokenizer, text!, unet, vae, scheduler, options));
     }
 
     private static StableDiffusionPipeline LoadSingleFile(string file, PipelineOptions options, Device device, ScalarType dtype, ScalarType vaeDtype, ILogger logger, CancellationToken ct)
@@ -103,26 +82,50 @@ internal static partial class ModelLoader
         var unetConfig = UNet2DConditionConfig.FromJson(checkpoint.UNetConfig);
         var vaeConfig = AutoencoderKLConfig.FromJson(checkpoint.VaeConfig);
         string textName = $"text_encoder from '{file}'", unetName = $"unet from '{file}'", vaeName = $"vae from '{file}'";
-        ClipTextModel.CheckWeights(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName);
-        UNet2DConditionModel.CheckWeights(unetConfig, checkpoint.UNetWeights, unetName);
-        CheckWidths(ClipTextConfig.FromJson(checkpoint.TextEncoderConfig), unetConfig, file);
-        AutoencoderKL.CheckWeights(vaeConfig, checkpoint.VaeWeights, vaeName);
+        var parts = new PartSources(new TextSource(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, textName), null,
+            unetConfig, checkpoint.UNetWeights, unetName, vaeConfig, checkpoint.VaeWeights, vaeName);
+        return CheckAndBuild(parts, () => CheckWidths(ClipTextConfig.FromJson(checkpoint.TextEncoderConfig), unetConfig, file), options, device, dtype, vaeDtype, logger, ct,
+            (text, _, unet, vae) => new StableDiffusionPipeline(tokenizer, text!, unet, vae, scheduler, options));
+    }
+
+    // One text encoder's weights (by the module's names), config and name for messages.
+    private sealed record TextSource(IReadOnlyDictionary<string, TensorRef> Weights, JsonConfig Config, string Name);
+
+    // Every part's weights, config and name: a folder's files or a single file's slices. Text2 is SDXL's second encoder;
+    // Text is null for a refiner.
+    private sealed record PartSources(TextSource? Text, TextSource? Text2, UNet2DConditionConfig UNetConfig, IReadOnlyDictionary<string, TensorRef> UNetWeights,
+        string UNetName, AutoencoderKLConfig VaeConfig, IReadOnlyDictionary<string, TensorRef> VaeWeights, string VaeName);
+
+    /// <summary>
+    /// Checks every part's weights against its config, and the parts against each other (<paramref name="checkWidths"/>),
+    /// before anything is built (once: the parts are then built without checking again); then builds them one by one,
+    /// timed, with the cancellation checked between them, and composes the pipeline. When anything fails, the
+    /// constructor included (a LoRA of <see cref="PipelineOptions.Loras"/> that does not fit), nothing built is kept.
+    /// </summary>
+    private static StableDiffusionPipeline CheckAndBuild(PartSources p, Action checkWidths, PipelineOptions options, Device device, ScalarType dtype,
+        ScalarType vaeDtype, ILogger logger, CancellationToken ct, Func<ITextEncoder?, ITextEncoder?, IUNet, IVae, StableDiffusionPipeline> compose)
+    {
+        if (p.Text is { } t) ClipTextModel.CheckWeights(t.Weights, t.Config, t.Name);
+        if (p.Text2 is { } t2) ClipTextModel.CheckWeights(t2.Weights, t2.Config, t2.Name);
+        UNet2DConditionModel.CheckWeights(p.UNetConfig, p.UNetWeights, p.UNetName);
+        checkWidths();
+        AutoencoderKL.CheckWeights(p.VaeConfig, p.VaeWeights, p.VaeName);
         ct.ThrowIfCancellationRequested();
-        ITextEncoder? text = null; IUNet? unet = null; IVae? vae = null;
+        ITextEncoder? text = null, text2 = null; IUNet? unet = null; IVae? vae = null;
         try
         {
-            text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(checkpoint.TextEncoderWeights, checkpoint.TextEncoderConfig, device, dtype, textName));
+            if (p.Text is { } first) text = Timed(logger, "text encoder", () => ClipTextModel.LoadPrechecked(first.Weights, first.Config, device, dtype, first.Name));
+            if (p.Text2 is { } second) text2 = Timed(logger, "text encoder 2", () => ClipTextModel.LoadPrechecked(second.Weights, second.Config, device, dtype, second.Name));
             ct.ThrowIfCancellationRequested();
-            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(unetConfig, checkpoint.UNetWeights, device, dtype, unetName));
+            unet = Timed(logger, "UNet", () => UNet2DConditionModel.LoadPrechecked(p.UNetConfig, p.UNetWeights, device, dtype, p.UNetName));
             ct.ThrowIfCancellationRequested();
-            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(vaeConfig, checkpoint.VaeWeights, device, vaeDtype, vaeName))
-                : LoadVaeFile(options.VaeFile, vaeConfig, device, vaeDtype);
-            return new StableDiffusionPipeline(tokenizer, text, unet, vae, scheduler, options);
+            vae = options.VaeFile is null ? Timed(logger, "VAE", () => AutoencoderKL.LoadPrechecked(p.VaeConfig, p.VaeWeights, device, vaeDtype, p.VaeName))
+                : LoadVaeFile(options.VaeFile, p.VaeConfig, device, vaeDtype);
+            return compose(text, text2, unet, vae);
         }
         catch
         {
-            // The constructor can still fail (a LoRA of PipelineOptions.Loras that does not fit): nothing built is kept.
-            text?.Dispose(); unet?.Dispose(); vae?.Dispose();
+            text?.Dispose(); text2?.Dispose(); unet?.Dispose(); vae?.Dispose();
             throw;
         }
     }
