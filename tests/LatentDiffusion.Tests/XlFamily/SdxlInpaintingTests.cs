@@ -177,19 +177,7 @@ public class SdxlInpaintingTests
     [TestCase(false)]
     [TestCase(true)]
     public void EachImageOfAnSdxlBatchIsTheImageOfItsOwnSeed(bool nineChannel)
-    {
-        var pipeline = nineChannel ? Nine : Tiny;
-        using var init = Pattern(64, 64);
-        using var mask = MaskWhere(64, 64, (x, y) => x > 16 && y < 48);
-        var options = Quick with { InitImage = init, Mask = mask, Strength = 0.75, Seed = 10 };
-        using var batch = pipeline.Generate("a red car", options with { ImagesPerPrompt = 2 });
-        Assert.That(batch.Seeds, Is.EqualTo(new long[] { 10, 11 }));
-        for (int i = 0; i < 2; i++)
-        {
-            using var single = pipeline.Generate("a red car", options with { Seed = 10 + i });
-            AssertTensor.MaxAbsClose(batch.Pixels[i].unsqueeze(0), single.Pixels, 1e-4, $"batch image {i} vs seed {10 + i}");
-        }
-    }
+        => BatchMatchesSingles(nineChannel ? Nine : Tiny, Quick, "a red car", 64, 64, scheduler: null);
 
     // --- DenoisingStart: the base + refiner hand-off ------------------------------------------------------------------
 
