@@ -60,30 +60,37 @@ public sealed class AutoencoderTrainer : IDisposable
         try
         {
             using var scope = NewDisposeScope();
-            using var generator = new Generator(TrainerCore.StepSeed(_options.Seed, StepCount));
             var x = images.to(_vae.DType, _vae.Device);
-            using var posterior = _vae.EncodeForTraining(x);
-            Tensor z = posterior.Mean;
-            if (_options.SampleLatents)
-            {
-                var eps = randn(posterior.Mean.shape, ScalarType.Float32, CPU, generator: generator).to(posterior.Mean.dtype, posterior.Mean.device);
-                z = posterior.Mean + posterior.Std * eps;
-            }
-            var recon = _vae.DecodeForTraining(z).to(ScalarType.Float32);
-            var target = x.to(ScalarType.Float32);
-            var loss = nn.functional.mse_loss(recon, target);
-            if (_options.L1Weight > 0) loss = loss + _options.L1Weight * nn.functional.l1_loss(recon, target);
-            if (_options.KlWeight > 0)
-            {
-                var mean = posterior.Mean.to(ScalarType.Float32);
-                var variance = posterior.Std.to(ScalarType.Float32).square();
-                var kl = 0.5 * (mean.square() + variance - 1 - variance.log()).mean();
-                loss = loss + _options.KlWeight * kl;
-            }
-            double lr = _core.Apply(loss);
+            var loss = Loss();
+            double lr = _core.Apply(loss, recompute: Loss);
             float value = loss.item<float>();
             _logger.LogDebug("Autoencoder step {Step}: loss {Loss:F5}, lr {LearningRate:G4}", StepCount, value, lr);
             return value;
+
+            // The step's loss; every call draws the same values (a refused step is recomputed to diagnose it).
+            Tensor Loss()
+            {
+                using var generator = new Generator(TrainerCore.StepSeed(_options.Seed, StepCount));
+                using var posterior = _vae.EncodeForTraining(x);
+                Tensor z = posterior.Mean;
+                if (_options.SampleLatents)
+                {
+                    var eps = randn(posterior.Mean.shape, ScalarType.Float32, CPU, generator: generator).to(posterior.Mean.dtype, posterior.Mean.device);
+                    z = posterior.Mean + posterior.Std * eps;
+                }
+                var recon = _vae.DecodeForTraining(z).to(ScalarType.Float32);
+                var target = x.to(ScalarType.Float32);
+                var loss = nn.functional.mse_loss(recon, target);
+                if (_options.L1Weight > 0) loss = loss + _options.L1Weight * nn.functional.l1_loss(recon, target);
+                if (_options.KlWeight > 0)
+                {
+                    var mean = posterior.Mean.to(ScalarType.Float32);
+                    var variance = posterior.Std.to(ScalarType.Float32).square();
+                    var kl = 0.5 * (mean.square() + variance - 1 - variance.log()).mean();
+                    loss = loss + _options.KlWeight * kl;
+                }
+                return loss;
+            }
         }
         finally
         {

@@ -168,6 +168,21 @@ public sealed class DiffusionTrainer : IDisposable
         try
         {
             using var scope = NewDisposeScope();
+            var loss = Loss();
+            double lr = _core.Apply(loss, recompute: Loss);
+            float value = loss.item<float>();
+            _logger.LogDebug("Step {Step}: loss {Loss:F5}, lr {LearningRate:G4}", StepCount, value, lr);
+            return value;
+        }
+        finally
+        {
+            _unet.eval();
+            _textEncoder.eval();
+        }
+
+        // The step's loss; every call draws the same values (a refused step is recomputed to diagnose it).
+        Tensor Loss()
+        {
             using var generator = new Generator(TrainerCore.StepSeed(_options.Seed, StepCount));
 
             // The draws come in a fixed order from one CPU generator: dropout, latent sample, timesteps (then the high-noise
@@ -200,16 +215,7 @@ public sealed class DiffusionTrainer : IDisposable
             };
 
             var prediction = _unet.forward(noisy.to(_unet.DType, device), timesteps.to(ScalarType.Float32, device), context.to(_unet.DType, device));
-            var loss = nn.functional.mse_loss(prediction.to(ScalarType.Float32), target.to(ScalarType.Float32, device));
-            double lr = _core.Apply(loss);
-            float value = loss.item<float>();
-            _logger.LogDebug("Step {Step}: loss {Loss:F5}, lr {LearningRate:G4}", StepCount, value, lr);
-            return value;
-        }
-        finally
-        {
-            _unet.eval();
-            _textEncoder.eval();
+            return nn.functional.mse_loss(prediction.to(ScalarType.Float32), target.to(ScalarType.Float32, device));
         }
     }
 

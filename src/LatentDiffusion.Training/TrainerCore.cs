@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LatentDiffusion.Formats;
@@ -56,16 +57,26 @@ internal sealed class TrainerCore : IDisposable
 
     /// <summary>
     /// Backward of <paramref name="loss"/>, clipping, the AdamW update at the warmed-up rate, the EMA update. A step whose
-    /// gradients are not finite is refused before anything is updated (see <see cref="NonFiniteGradients"/>).
+    /// loss or gradients are not finite is refused before anything is updated (see <see cref="NonFiniteStep"/>).
     /// </summary>
+    /// <param name="loss">The step's loss, with its graph.</param>
+    /// <param name="recompute">Computes the same loss again (same batch, draws and weights), for the diagnosis of a refused
+    /// step: whether the fault repeats and, under autograd's anomaly detection, which backward function produced it.</param>
     /// <exception cref="InvalidOperationException">The loss or a gradient is NaN or infinite; the weights, the EMA, the
     /// optimizer state and the step count are unchanged.</exception>
-    public double Apply(Tensor loss)
+    public double Apply(Tensor loss, Func<Tensor>? recompute = null)
     {
         double lr = LearningRateAt(StepCount);
         _optimizer.zero_grad();
+        float lossValue = loss.item<float>();
+        if (!float.IsFinite(lossValue)) throw NonFiniteStep(lossValue, null, recompute);
         loss.backward();
-        ClipGradients(loss);
+        if (!CheckAndClipGradients(clip: true))
+        {
+            var bad = NonFiniteGradientParts();
+            _optimizer.zero_grad();
+            throw NonFiniteStep(lossValue, bad, recompute);
+        }
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         _optimizer.step();
         Ema?.Update(ExponentialMovingAverage.DecayAt(_emaDecay, StepCount));
@@ -74,39 +85,37 @@ internal sealed class TrainerCore : IDisposable
     }
 
     /// <summary>
-    /// The total L2 norm of the gradients, computed once: a non-finite one refuses the step (checked before any clipping,
-    /// which would spread one bad value to every gradient); above <see cref="_maxGradNorm"/> every gradient is scaled by
-    /// max / (norm + 1e-6), as <c>torch.nn.utils.clip_grad_norm_</c> scales them.
+    /// The total L2 norm of the gradients, computed once: a non-finite one returns false (checked before any clipping,
+    /// which would spread one bad value to every gradient); when <paramref name="clip"/> and above <see cref="_maxGradNorm"/>,
+    /// every gradient is scaled by max / (norm + 1e-6), as <c>torch.nn.utils.clip_grad_norm_</c> scales them.
     /// </summary>
-    private void ClipGradients(Tensor loss)
+    private bool CheckAndClipGradients(bool clip)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var grads = _params.Select(p => p.Param.grad).OfType<Tensor>().ToList();
-        if (grads.Count == 0) return;
+        if (grads.Count == 0) return true;
         var total = stack(grads.Select(g => g.norm()).ToList()).norm();
-        if (!float.IsFinite(total.item<float>())) throw NonFiniteGradients(loss);
-        if (_maxGradNorm <= 0) return;
+        if (!float.IsFinite(total.item<float>())) return false;
+        if (!clip || _maxGradNorm <= 0) return true;
         var coefficient = (_maxGradNorm / (total + 1e-6)).clamp_max(1.0);
         foreach (var g in grads) g.mul_(coefficient);
+        return true;
     }
 
     /// <summary>
-    /// The error for a step whose gradients are not finite. A bad value in a backward pass spreads to the gradients of
-    /// every parameter used before the operation that produced it in the forward pass, and to none used after it, so the
-    /// message lists both sides of that boundary.
+    /// Where the non-finite gradients are, per part (the name's first segment: unet, text_encoder, ...): a bad value in a
+    /// backward pass spreads to the gradients of every parameter used before the operation that produced it in the forward
+    /// pass, and to none used after it, so the text lists both sides of that boundary.
     /// </summary>
-    private InvalidOperationException NonFiniteGradients(Tensor loss)
+    private string NonFiniteGradientParts()
     {
-        float lossValue = loss.item<float>();
-        if (!float.IsFinite(lossValue))
-            return new InvalidOperationException($"Step {StepCount + 1}: the loss is {lossValue}; the step was not applied (weights, EMA and optimizer state unchanged). Check the batch for NaN or infinite values.");
-        // Per part (the name's first segment: unet, text_encoder, ...), in each part's own order.
         var parts = new List<(string Part, List<string> Bad, List<string> Good)>();
         using (no_grad())
             foreach (var (name, p) in _params)
             {
-                if (p.grad is not { } g) continue;
+                using var g = p.grad;
+                if (g is null) continue;
                 string part = name.Split('.')[0];
                 if (parts.Count == 0 || parts[^1].Part != part) parts.Add((part, [], []));
                 using var finite = isfinite(g).all();
@@ -115,10 +124,72 @@ internal sealed class TrainerCore : IDisposable
         var described = parts.Where(p => p.Bad.Count > 0).Select(p =>
             $"{p.Part}: {p.Bad.Count} of {p.Bad.Count + p.Good.Count} (the last in its order: {string.Join(", ", p.Bad.TakeLast(2))}" +
             (p.Good.Count == 0 ? ")" : $"; the first still finite: {string.Join(", ", p.Good.Take(2))})")).ToList();
-        string which = described.Count == 0 ? "the total gradient norm overflowed"
+        return described.Count == 0 ? "the total gradient norm overflowed"
             : $"parameters have NaN or infinite gradients: {string.Join("; ", described)}. The operation that produced them runs after the parameters " +
               "with bad gradients are used and before the finite ones, in the forward pass";
-        return new InvalidOperationException($"Step {StepCount + 1}: the loss {lossValue} is finite but {which}. The step was not applied (weights, EMA and optimizer state unchanged).");
+    }
+
+    /// <summary>
+    /// The error for a refused step: what was not finite (the loss, or the gradients and where), and, when the step can be
+    /// recomputed, whether the fault repeats with the same inputs and which backward function produced it.
+    /// </summary>
+    private InvalidOperationException NonFiniteStep(float lossValue, string? badGradients, Func<Tensor>? recompute)
+    {
+        string what = badGradients is null
+            ? $"the loss is {lossValue}"
+            : $"the loss {lossValue} is finite but {badGradients}";
+        string diagnosis = recompute is null ? "" : " " + Diagnose(badGradients is null, recompute);
+        string advice = badGradients is null ? " Check the batch for NaN or infinite values." : "";
+        return new InvalidOperationException(
+            $"Step {StepCount + 1}: {what}. The step was not applied (weights, EMA and optimizer state unchanged).{diagnosis}{advice}");
+    }
+
+    /// <summary>
+    /// Recomputes the refused step with the same batch, draws and weights: a fault that does not repeat is not in the data
+    /// or the weights but in the computation (a kernel or memory fault); one that repeats in the backward pass is run again
+    /// under autograd's anomaly detection, which names the first backward function that returned NaN.
+    /// </summary>
+    private string Diagnose(bool lossWasBad, Func<Tensor> recompute)
+    {
+        const string NotRepeated = "so the fault did not repeat: neither the batch nor the weights caused it, but a nondeterministic fault in the " +
+                                   "computation (a libtorch kernel or memory fault on this machine); please report it with this message";
+        try
+        {
+            using var scope = NewDisposeScope();
+            if (lossWasBad)
+            {
+                using var noGrad = no_grad();
+                float again = recompute().item<float>();
+                return float.IsFinite(again)
+                    ? $"Recomputed with the same batch, draws and weights, the loss is {again}, {NotRepeated}."
+                    : $"Recomputed with the same batch, draws and weights, the loss is {again} again.";
+            }
+            using (torch.autograd.detect_anomaly())
+            {
+                try { recompute().backward(); }
+                catch (Exception e) when (e is ExternalException or InvalidOperationException)
+                {
+                    return $"Recomputed with the same batch, draws and weights under autograd's anomaly detection: {FirstLine(e.Message)}";
+                }
+            }
+            return CheckAndClipGradients(clip: false)
+                ? $"Recomputed with the same batch, draws and weights, the gradients are finite, {NotRepeated}."
+                : "Recomputed with the same batch, draws and weights, the gradients are not finite again; no backward function returned NaN, so they are infinite.";
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return $"Recomputing the step to diagnose it failed: {e.GetType().Name}: {FirstLine(e.Message)}";
+        }
+        finally
+        {
+            _optimizer.zero_grad();
+        }
+    }
+
+    private static string FirstLine(string message)
+    {
+        string line = message.Split('\n', 2)[0].Trim();
+        return line.Length <= 300 ? line : line[..300] + "...";
     }
 
     /// <summary>A seed for the random draws of a step, so that a resumed run draws exactly what a straight run would.</summary>

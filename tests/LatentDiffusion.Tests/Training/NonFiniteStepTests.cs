@@ -1,6 +1,7 @@
 using LatentDiffusion.Training;
 using NUnit.Framework;
 using TorchSharp.Modules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LatentDiffusion.Tests.Training;
@@ -25,6 +26,8 @@ public class NonFiniteStepTests
         var e = Assert.Throws<InvalidOperationException>(() => trainer.Step(images, captions))!;
 
         Assert.That(e.Message, Does.Contain("Step 1").And.Contain("loss is NaN").And.Contain("not applied"));
+        // A NaN in the batch repeats when the step is recomputed: the batch is the cause, not the machine.
+        Assert.That(e.Message, Does.Contain("Recomputed with the same batch, draws and weights, the loss is NaN again").And.Contain("Check the batch"));
         Assert.That(trainer.StepCount, Is.Zero);
         AssertUnchanged(before, Snapshot(m));
         AssertUnchanged(emaBefore, trainer.Ema.Shadows.ToDictionary(kv => kv.Key, kv => kv.Value));
@@ -53,8 +56,59 @@ public class NonFiniteStepTests
         int unet = m.UNet.parameters().Count(), text = m.TextEncoder.parameters().Count();
         Assert.That(e.Message, Does.Match($@"unet: [0-9]+ of {unet} \(the last in its order: unet\.up_blocks\.1\.resnets\.0\.conv2\.weight, unet\.up_blocks\.1\.resnets\.0\.conv2\.bias; the first still finite: unet\.up_blocks\.1\.attentions\.0\.norm\.weight"));
         Assert.That(e.Message, Does.Contain($"text_encoder: {text} of {text} (the last in its order: "));
+        // The fault repeats, so the recomputation under anomaly detection names the backward function that first returned
+        // NaN: the convolution's, fed the infinite gradient of the square root.
+        Assert.That(e.Message, Does.Contain("under autograd's anomaly detection: Function 'ConvolutionBackward0' returned nan values"));
         Assert.That(trainer.StepCount, Is.Zero);
         AssertUnchanged(before, Snapshot(m));
+        Assert.That(AnomalyMode.IsEnabled, Is.False, "anomaly detection is switched off again");
+    }
+
+    [Test]
+    public void AFaultThatDoesNotRepeatIsReportedAsOneOfTheComputationNotOfTheDataAndTheStepCanBeRetaken()
+    {
+        using var m = new TinyTrainingModels();
+        // Only the first forward pass gets the infinite backward gradient: what a flaky kernel or a memory fault looks like.
+        int calls = 0;
+        var conv = (Conv2d)m.UNet.named_modules().Single(x => x.name == "up_blocks.1.resnets.0.conv2").module;
+        conv.register_forward_hook((_, _, output) => calls++ == 0 ? output + (output - output.detach()).sqrt() : output);
+        using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler, new DiffusionTrainingOptions { CaptionDropout = 0 });
+        var (images, captions) = TinyTrainingModels.FixedBatch(2);
+        using var _ = images;
+        var before = Snapshot(m);
+
+        var e = Assert.Throws<InvalidOperationException>(() => trainer.Step(images, captions))!;
+
+        Assert.That(e.Message, Does.Contain("NaN or infinite gradients")
+            .And.Contain("Recomputed with the same batch, draws and weights, the gradients are finite, so the fault did not repeat: " +
+                          "neither the batch nor the weights caused it"));
+        Assert.That(calls, Is.EqualTo(2), "the step was computed once more, not more");
+        Assert.That(trainer.StepCount, Is.Zero);
+        AssertUnchanged(before, Snapshot(m));
+
+        // Nothing of the refused step is left behind: taking it again gives what an untouched trainer gives.
+        float retaken = trainer.Step(images, captions);
+        using var fresh = new TinyTrainingModels();
+        using var freshTrainer = new DiffusionTrainer(fresh.Tokenizer, fresh.TextEncoder, fresh.UNet, fresh.Vae, fresh.Scheduler, new DiffusionTrainingOptions { CaptionDropout = 0 });
+        Assert.That(retaken, Is.EqualTo(freshTrainer.Step(images, captions)));
+        AssertUnchanged(Snapshot(fresh), Snapshot(m));
+    }
+
+    [Test]
+    public void TheAutoencoderTrainerDiagnosesARefusedStepToo()
+    {
+        using var m = new TinyTrainingModels();
+        // A resnet convolution of the decoder (the blocks call their layers through the hooks).
+        var conv = (Conv2d)m.Vae.named_modules().First(x => x.name.StartsWith("decoder.") && x.name.EndsWith(".resnets.0.conv2")).module;
+        conv.register_forward_hook((_, _, output) => output + (output - output.detach()).sqrt());
+        using var trainer = new AutoencoderTrainer(m.Vae, new AutoencoderTrainingOptions());
+        var (images, _) = TinyTrainingModels.FixedBatch(2);
+        using var __ = images;
+
+        var e = Assert.Throws<InvalidOperationException>(() => trainer.Step(images))!;
+
+        Assert.That(e.Message, Does.Contain("NaN or infinite gradients").And.Contain("under autograd's anomaly detection: Function '"));
+        Assert.That(trainer.StepCount, Is.Zero);
     }
 
     private static Dictionary<string, Tensor> Snapshot(TinyTrainingModels m)
