@@ -28,7 +28,7 @@ internal static class GenerateCommand
         var height = new Option<int?>("--height", "-H") { Description = "Height in pixels, a multiple of 8; default: the model's size." };
         var initImage = new Option<string?>("--init-image", "-i", "--init-img") { Description = "Start image for image-to-image." };
         var mask = new Option<string?>("--mask") { Description = "Inpainting: a mask for --init-image, white = repaint, black = keep (resized to the image, binarised at half intensity)." };
-        var strength = new Option<double>("--strength") { Description = "Image-to-image: how much to change the start image, in [0, 1].", DefaultValueFactory = _ => 0.8 };
+        var strength = new Option<double?>("--strength") { Description = "Image-to-image and inpainting: how much to change the start image, in [0, 1]; default: the reference's for the mode, 0.8 for image-to-image (SDXL: 0.3), 1.0 for inpainting (SDXL: 0.9999)." };
         var count = new Option<int>("--count", "-b", "--batch-count") { Description = "Images to make (1 to 64), image i with seed + i; with N > 1 the files are FILE-0.png ... FILE-(N-1).png.", DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16 (float16 is for GPUs: on the CPU it is several times slower).", DefaultValueFactory = _ => "float32" };
@@ -54,10 +54,10 @@ internal static class GenerateCommand
             // is loaded and the images are made.
             int n = parse.GetValue(count);
             int stepCount = parse.GetValue(steps);
-            double? img2imgStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
+            double? givenStrength = parse.GetValue(initImage) is null ? null : parse.GetValue(strength);
             if (parse.GetValue(mask) is not null && parse.GetValue(initImage) is null)
                 throw new ArgumentException("--mask needs --init-image: the mask marks which part of that image to repaint.");
-            CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), img2imgStrength, parse.GetValue(clipSkip));
+            CheckArguments(stepCount, n, parse.GetValue(width), parse.GetValue(height), parse.GetValue(guidance), givenStrength, parse.GetValue(clipSkip));
             if (parse.GetValue(threads) is { } t && t is < 1 or > TorchThreads.Max)
                 throw new ArgumentException($"--threads must be between 1 and {TorchThreads.Max}, got {t}.");
             var overrides = ParseOverrides(parse.GetValue(schedulerOption));
@@ -129,6 +129,7 @@ internal static class GenerateCommand
                     stderr.WriteLine($"warning: {hint}");
 
             // Progress counts the steps asked for (image-to-image: the int(steps x strength) that run), not denoiser calls.
+            double? img2imgStrength = init is null ? null : pipeline.StrengthFor(options);
             int userSteps = img2imgStrength is { } st ? Math.Max(1, (int)(stepCount * st)) : stepCount;
             var progress = StepProgress.For(stderr, userSteps);
             using var result = await pipeline.GenerateAsync(promptText, options, progress, ct);

@@ -89,8 +89,12 @@ public sealed record GenerationOptions
     /// </summary>
     public RgbImage? InitImagePixels { get; init; }
 
-    /// <summary>Image-to-image: how much of the start image to re-noise, in [0, 1]. Default 0.8.</summary>
-    public double Strength { get; init; } = 0.8;
+    /// <summary>
+    /// Image-to-image and inpainting: how much of the start image to re-noise, in [0, 1]; it keeps <c>int(Steps × Strength)</c>
+    /// steps. Null (the default): the reference pipeline's default for the mode and model, as
+    /// <see cref="StableDiffusionPipeline.StrengthFor"/> gives it: image-to-image 0.8 (SDXL: 0.3), inpainting 1.0 (SDXL: 0.9999).
+    /// </summary>
+    public double? Strength { get; init; }
 
     /// <summary>Return the final latents in <see cref="GenerationResult.Latents"/>.</summary>
     public bool ReturnLatents { get; init; }

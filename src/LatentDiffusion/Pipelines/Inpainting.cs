@@ -117,9 +117,10 @@ internal sealed class Inpainting
     /// starting latents and what the loop needs. <paramref name="timesteps"/> are those the strength keeps, with the run's
     /// begin index set (<see cref="LatentDiffusion.Schedulers.Img2ImgSchedule.ForStrength"/>), or those after
     /// <see cref="GenerationOptions.DenoisingStart"/> (<see cref="DenoisingWindow.FromStart"/>). <paramref name="init"/> is
-    /// null when a first model's latents are handed over (<see cref="IsHandOver"/>).
+    /// null when a first model's latents are handed over (<see cref="IsHandOver"/>). <paramref name="strength"/> is the
+    /// one the generation uses (<see cref="StableDiffusionPipeline.StrengthFor"/>).
     /// </summary>
-    public static Inpainting Prepare(IUNet unet, IVae vae, GenerationOptions options, Image<Rgb24>? init, Image<Rgb24> mask, int width, int height,
+    public static Inpainting Prepare(IUNet unet, IVae vae, GenerationOptions options, double strength, Image<Rgb24>? init, Image<Rgb24> mask, int width, int height,
         int perPrompt, bool guidance, ImageGenerators generators, ISchedulerRun run, IReadOnlyList<double> timesteps, ILogger logger, CancellationToken cancellationToken)
     {
         var device = unet.Device;
@@ -147,7 +148,7 @@ internal sealed class Inpainting
 
         int f = vae.ScaleFactor;
         long[] shape = [perPrompt, vae.LatentChannels, height / f, width / f];
-        bool strengthMax = options.Strength == 1.0;
+        bool strengthMax = strength == 1.0;
         bool fromStart = options.DenoisingStart is not null;
         // 1. The init image's latents: the starting point below strength 1 or at DenoisingStart, and what the 4-channel
         // path puts back. Handed-over latents take their place as they are (no VAE, no draw). (At DenoisingStart a

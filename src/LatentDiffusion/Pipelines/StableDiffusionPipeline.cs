@@ -197,9 +197,9 @@ public sealed partial class StableDiffusionPipeline : IPipeline
             // SDXL inpainting may start at DenoisingStart instead (the reference's base + refiner hand-off).
             timesteps = options.DenoisingStart is { } start
                 ? DenoisingWindow.FromStart(run, start, trainTimesteps)
-                : Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength).Item1;
+                : Img2ImgSchedule.ForStrength(run, options.Steps, StrengthFor(options)).Item1;
             var (w, h) = Size(options);
-            inpainting = Inpainting.Prepare(UNet, Vae, options, initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
+            inpainting = Inpainting.Prepare(UNet, Vae, options, StrengthFor(options), initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
             latents = inpainting.Latents;
             finite.Record("the VAE encoder (the inpainting latents)", latents);
         }
@@ -210,7 +210,7 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         }
         else
         {
-            (timesteps, _) = Img2ImgSchedule.ForStrength(run, options.Steps, options.Strength);
+            (timesteps, _) = Img2ImgSchedule.ForStrength(run, options.Steps, StrengthFor(options));
             latents = PrepareImageLatents(options, initImage, perPrompt, device, dtype, generators, run, timesteps, cancellationToken);
             finite.Record("the VAE encoder (the init image's latents)", latents);
         }
@@ -386,6 +386,24 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         return overrides is null ? Scheduler : SchedulerRegistry.FromConfig(Scheduler.Config, overrides);
     }
 
+    /// <summary>
+    /// The strength a generation with <paramref name="options"/> uses: <see cref="GenerationOptions.Strength"/> when set,
+    /// else the default of the reference pipeline for the mode (diffusers' <c>strength</c> argument): image-to-image 0.8
+    /// (StableDiffusionImg2ImgPipeline; SDXL's StableDiffusionXLImg2ImgPipeline, made for the refiner: 0.3), inpainting 1.0
+    /// (StableDiffusionInpaintPipeline; SDXL's StableDiffusionXLInpaintPipeline: 0.9999). Text-to-image uses none (1.0).
+    /// </summary>
+    /// <param name="options">The generation's options (a mask makes it inpainting, an init image without one image-to-image).</param>
+    public double StrengthFor(GenerationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Strength is { } given) return given;
+        bool inpainting = options.Mask is not null || options.MaskPixels is not null;
+        bool init = options.InitImage is not null || options.InitImagePixels is not null;
+        if (inpainting) return IsStableDiffusionXL ? 0.9999 : 1.0;
+        if (init) return IsStableDiffusionXL ? 0.3 : 0.8;
+        return 1.0;
+    }
+
     private void Validate(string prompt, GenerationOptions o)
     {
         ArgumentNullException.ThrowIfNull(o);
@@ -401,11 +419,12 @@ public sealed partial class StableDiffusionPipeline : IPipeline
             throw new ArgumentException("DenoisingStart does not apply to inpainting with an SD 1.x/2.x model (only SDXL's inpainting pipeline has it): the mask's generation starts from the init image at Strength. Leave DenoisingStart unset.");
         Inpainting.Validate(o, UNet, Vae);
         var init = InitImageSize(o);
-        if (init is not null && (double.IsNaN(o.Strength) || o.Strength < 0 || o.Strength > 1))
-            throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, "Strength must be in [0, 1].");
+        double strength = StrengthFor(o);
+        if (init is not null && (double.IsNaN(strength) || strength < 0 || strength > 1))
+            throw new ArgumentOutOfRangeException(nameof(o.Strength), strength, "Strength must be in [0, 1].");
         // The reference keeps int(steps · strength) steps (Img2ImgSchedule.ForStrength) and raises an error when none is left.
-        if (init is not null && o.DenoisingStart is null && o.Steps >= 1 && (int)(o.Steps * o.Strength) < 1)
-            throw new ArgumentOutOfRangeException(nameof(o.Strength), o.Strength, NoStepsLeftMessage(o.Steps, o.Strength));
+        if (init is not null && o.DenoisingStart is null && o.Steps >= 1 && (int)(o.Steps * strength) < 1)
+            throw new ArgumentOutOfRangeException(nameof(o.Strength), strength, NoStepsLeftMessage(o.Steps, strength));
         if (init is not null && o.Latents is not null) throw new ArgumentException("Latents cannot be given together with an InitImage.");
         if (init is { } img && (img.Width < 8 || img.Height < 8))
             throw new ArgumentException($"The init image is {img.Width}x{img.Height}; it must be at least 8x8 pixels.");

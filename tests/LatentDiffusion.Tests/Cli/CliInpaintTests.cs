@@ -26,9 +26,11 @@ public class CliInpaintTests
         string init = Path.Combine(_dir, "init.png"), mask = Path.Combine(_dir, "mask.png"), output = Path.Combine(_dir, "out.png");
         using (var image = InpaintParityTests.InitImage()) await image.SaveAsPngAsync(init);
         using (var image = InpaintParityTests.Mask()) await image.SaveAsPngAsync(mask);
-        // The folder's own scheduler is the case's (PNDM from the public SD 1.5 file).
+        // The folder's own scheduler is the case's (PNDM from the public SD 1.5 file). No --strength: the case ran at the
+        // reference inpainting pipeline's default, 1.0, and so does the tool.
+        Assert.That(call.GetProperty("strength").GetDouble(), Is.EqualTo(1.0));
         var (code, _, err) = await CliTests.Run("generate", "--model", Fixtures.PathOf("tiny-sd15-inpaint"), "--prompt", call.GetProperty("prompt").GetString()!,
-            "--negative-prompt", call.GetProperty("negative_prompt").GetString()!, "--init-image", init, "--mask", mask, "--strength", "1",
+            "--negative-prompt", call.GetProperty("negative_prompt").GetString()!, "--init-image", init, "--mask", mask,
             "--steps", "10", "--guidance", "7.5", "--seed", "21", "--width", "128", "--height", "128", "--output", output);
         Assert.That(code, Is.EqualTo(0), err);
         using var written = Image.Load<Rgb24>(output);
