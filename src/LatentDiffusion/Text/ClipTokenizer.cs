@@ -175,11 +175,18 @@ public sealed class ClipTokenizer : ITokenizer
     /// <exception cref="FileNotFoundException">The folder has neither <c>tokenizer.json</c> nor <c>vocab.json</c> and <c>merges.txt</c>.</exception>
     /// <exception cref="InvalidDataException">A file is malformed, or a special token is not in the vocabulary.</exception>
     /// <exception cref="NotSupportedException"><c>tokenizer.json</c> holds something other than a CLIP-style BPE model.</exception>
-    public static ClipTokenizer FromDirectory(string tokenizerDir)
+    public static ClipTokenizer FromDirectory(string tokenizerDir) => FromDirectoryWithPad(tokenizerDir, padToken: null);
+
+    /// <summary>
+    /// <see cref="FromDirectory(string)"/> with the pad token set to <paramref name="padToken"/> when given, whatever the
+    /// folder's own files say: one vocabulary serves text encoders that pad differently (SDXL's second pads with <c>!</c>).
+    /// </summary>
+    internal static ClipTokenizer FromDirectoryWithPad(string tokenizerDir, string? padToken)
     {
         if (!Directory.Exists(tokenizerDir))
             throw new FileNotFoundException($"Tokenizer folder '{tokenizerDir}' does not exist (looked for tokenizer.json, or vocab.json and merges.txt, in it).", tokenizerDir);
         var (names, maxLength) = ReadSpecialTokens(tokenizerDir);
+        if (padToken is not null) names = names with { Pad = padToken };
         string json = Path.Combine(tokenizerDir, "tokenizer.json");
         if (File.Exists(json)) return FromTokenizerJson(json, names, maxLength);
         string vocab = Path.Combine(tokenizerDir, "vocab.json"), merges = Path.Combine(tokenizerDir, "merges.txt");

@@ -93,6 +93,40 @@ public class SingleFileTokenizerTests
         Assert.That(sd2.EncodePadded("a circle", ClipTokenizer.DefaultMaxLength).Ids[^1], Is.EqualTo(sd2.PadTokenId));
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task AGivenFolderGetsThePadTokenTheCallerNamesWhateverFilesItHolds(bool onlyTokenizerJson)
+    {
+        // SDXL's second tokenizer pads with "!", its first with the end token, and --tokenizer gives one folder for both:
+        // vocab.json + merges.txt, or only tokenizer.json (whose own special tokens would say the end token).
+        string folder = _vocabulary;
+        if (onlyTokenizerJson)
+        {
+            folder = Path.Combine(_dir, "json-only");
+            Directory.CreateDirectory(folder);
+            using var vocab = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(_vocabulary, "vocab.json")));
+            var merges = File.ReadAllLines(Path.Combine(_vocabulary, "merges.txt")).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal));
+            var json = new System.Text.Json.Nodes.JsonObject
+            {
+                ["model"] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["type"] = "BPE",
+                    ["end_of_word_suffix"] = "</w>",
+                    ["vocab"] = System.Text.Json.Nodes.JsonNode.Parse(vocab.RootElement.GetRawText()),
+                    ["merges"] = new System.Text.Json.Nodes.JsonArray([.. merges.Select(m => (System.Text.Json.Nodes.JsonNode?)m)]),
+                },
+            };
+            File.WriteAllText(Path.Combine(folder, "tokenizer.json"), json.ToJsonString());
+        }
+        var second = await SingleFileTokenizer.LoadWithPadAsync(Checkpoint, TextEncoderLayout.Clip, "!", "SDXL", folder, null, null, CancellationToken.None);
+        var first = await SingleFileTokenizer.LoadWithPadAsync(Checkpoint, TextEncoderLayout.Clip, "<|endoftext|>", "SDXL", folder, null, null, CancellationToken.None);
+        Assert.That(second.PadToken, Is.EqualTo("!"));
+        Assert.That(second.PadTokenId, Is.Not.EqualTo(second.EosTokenId));
+        Assert.That(second.EncodePadded("a circle", ClipTokenizer.DefaultMaxLength).Ids, Is.EqualTo(Expected("!").EncodePadded("a circle", ClipTokenizer.DefaultMaxLength).Ids));
+        Assert.That(first.PadTokenId, Is.EqualTo(first.EosTokenId));
+        Assert.That(first.Encode(Prompt), Is.EqualTo(Expected("<|endoftext|>").Encode(Prompt)));
+    }
+
     [Test]
     public async Task AMissingTokenizerIsFetchedOnceThenFoundInTheCache()
     {

@@ -80,10 +80,9 @@ public static class SingleFileTokenizer
         ModelHubOptions hub, ILogger logger, Func<string, string?> environment, CancellationToken ct, string? padToken = null, string? familyName = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpoint);
-        if (tokenizerDirectory is not null)
-            return padToken is not null && Files.All(f => File.Exists(Path.Combine(tokenizerDirectory, f)))
-                ? FromFolder(tokenizerDirectory, layout, padToken)
-                : ClipTokenizer.FromDirectory(tokenizerDirectory);
+        // A given folder is read whole (tokenizer.json, or vocab.json and merges.txt, with its special tokens); a pad token
+        // the caller names (SDXL's second tokenizer: "!") replaces the folder's own.
+        if (tokenizerDirectory is not null) return ClipTokenizer.FromDirectoryWithPad(tokenizerDirectory, padToken);
 
         string family = familyName ?? (layout == TextEncoderLayout.OpenClip ? "SD 2.x" : "SD 1.x");
         // Only the default branch: a cached snapshot of any revision of these repositories holds the same vocabulary.
