@@ -68,7 +68,18 @@ internal sealed class PromptChunks
         return (parts.Count == 1 ? parts[0] : cat(parts, 1)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>A1111's emphasis ("Original"): z × w, then × mean(z) / mean(z × w), in float32 (its weights are float32).</summary>
+    /// <summary>
+    /// A chunk's mean counts as zero below this fraction of its mean absolute value: it is then rounding noise (a text
+    /// encoder whose final layer norm has no shift gives a mean of exactly 0 in exact arithmetic, about 1e-8 of the
+    /// values in float32, and 0 or -1e-8 on another CPU's kernels), and a ratio of two such means is noise too.
+    /// </summary>
+    internal const double NegligibleMean = 1e-4;
+
+    /// <summary>
+    /// A1111's emphasis ("Original"): z × w, then × mean(z) / mean(z × w), in float32 (its weights are float32). When
+    /// either mean is negligible (<see cref="NegligibleMean"/>), the rescaling is left out (z × w): A1111's ratio would be
+    /// rounding noise there, a zero or NaN or huge factor that changes from one CPU to another.
+    /// </summary>
     private static Tensor Reweigh(Tensor hidden, double[] weights)
     {
         var z = hidden.to(ScalarType.Float32);
@@ -76,6 +87,8 @@ internal sealed class PromptChunks
         var originalMean = z.mean();
         var weighted = z * w;
         var newMean = weighted.mean();
+        double negligible = NegligibleMean * z.abs().mean().item<float>();
+        if (!(Math.Abs(originalMean.item<float>()) > negligible && Math.Abs(newMean.item<float>()) > negligible)) return weighted.to(hidden.dtype);
         return (weighted * (originalMean / newMean)).to(hidden.dtype);
     }
 }
