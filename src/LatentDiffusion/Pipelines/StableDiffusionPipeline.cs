@@ -195,11 +195,12 @@ public sealed partial class StableDiffusionPipeline : IPipeline
         else if (mask is not null)
         {
             // SDXL inpainting may start at DenoisingStart instead (the reference's base + refiner hand-off).
+            double strength = StrengthFor(options);
             timesteps = options.DenoisingStart is { } start
                 ? DenoisingWindow.FromStart(run, start, trainTimesteps)
-                : Img2ImgSchedule.ForStrength(run, options.Steps, StrengthFor(options)).Item1;
+                : Img2ImgSchedule.ForStrength(run, options.Steps, strength).Item1;
             var (w, h) = Size(options);
-            inpainting = Inpainting.Prepare(UNet, Vae, options, StrengthFor(options), initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
+            inpainting = Inpainting.Prepare(UNet, Vae, options, strength, initImage, mask, w, h, perPrompt, guidance, generators, run, timesteps, _logger, cancellationToken);
             latents = inpainting.Latents;
             finite.Record("the VAE encoder (the inpainting latents)", latents);
         }
