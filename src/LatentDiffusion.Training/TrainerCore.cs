@@ -71,12 +71,7 @@ internal sealed class TrainerCore : IDisposable
         float lossValue = loss.item<float>();
         if (!float.IsFinite(lossValue)) throw NonFiniteStep(lossValue, null, recompute);
         loss.backward();
-        if (!CheckAndClipGradients(clip: true))
-        {
-            var bad = NonFiniteGradientParts();
-            _optimizer.zero_grad();
-            throw NonFiniteStep(lossValue, bad, recompute);
-        }
+        if (!CheckAndClipGradients(clip: true)) throw NonFiniteStep(lossValue, NonFiniteGradientParts(), recompute);
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = lr;
         _optimizer.step();
         Ema?.Update(ExponentialMovingAverage.DecayAt(_emaDecay, StepCount));
@@ -164,6 +159,8 @@ internal sealed class TrainerCore : IDisposable
                     ? $"Recomputed with the same batch, draws and weights, the loss is {again}, {NotRepeated}."
                     : $"Recomputed with the same batch, draws and weights, the loss is {again} again.";
             }
+            // The refused step's gradients go; the recomputation's take their place (and go too, below).
+            _optimizer.zero_grad();
             using (torch.autograd.detect_anomaly())
             {
                 try { recompute().backward(); }
