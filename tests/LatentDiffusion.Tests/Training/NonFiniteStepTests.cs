@@ -38,10 +38,8 @@ public class NonFiniteStepTests
     public void NonFiniteGradientsUnderAFiniteLossAreRefusedNamingBothSidesOfTheirSource(double maxGradNorm)
     {
         using var m = new TinyTrainingModels();
-        // The forward pass is unchanged (adds sqrt(0)); the backward pass gets an infinite gradient there (d sqrt(z)/dz at 0),
-        // which reaches every parameter used before this convolution and none used after it.
-        var conv = (Conv2d)m.UNet.named_modules().Single(x => x.name == "up_blocks.1.resnets.0.conv2").module;
-        conv.register_forward_hook((_, _, output) => output + (output - output.detach()).sqrt());
+        // The infinite gradient reaches every parameter used before this convolution and none used after it.
+        InjectInfiniteBackward(m.UNet, UNetConv);
         using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler,
             new DiffusionTrainingOptions { CaptionDropout = 0, MaxGradNorm = maxGradNorm });
         var (images, captions) = TinyTrainingModels.FixedBatch(2);
@@ -70,8 +68,7 @@ public class NonFiniteStepTests
         using var m = new TinyTrainingModels();
         // Only the first forward pass gets the infinite backward gradient: what a flaky kernel or a memory fault looks like.
         int calls = 0;
-        var conv = (Conv2d)m.UNet.named_modules().Single(x => x.name == "up_blocks.1.resnets.0.conv2").module;
-        conv.register_forward_hook((_, _, output) => calls++ == 0 ? output + (output - output.detach()).sqrt() : output);
+        InjectInfiniteBackward(m.UNet, UNetConv, when: () => calls++ == 0);
         using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler, new DiffusionTrainingOptions { CaptionDropout = 0 });
         var (images, captions) = TinyTrainingModels.FixedBatch(2);
         using var _ = images;
@@ -99,8 +96,7 @@ public class NonFiniteStepTests
     {
         using var m = new TinyTrainingModels();
         // A resnet convolution of the decoder (the blocks call their layers through the hooks).
-        var conv = (Conv2d)m.Vae.named_modules().First(x => x.name.StartsWith("decoder.") && x.name.EndsWith(".resnets.0.conv2")).module;
-        conv.register_forward_hook((_, _, output) => output + (output - output.detach()).sqrt());
+        InjectInfiniteBackward(m.Vae, name => name.StartsWith("decoder.") && name.EndsWith(".resnets.0.conv2"));
         using var trainer = new AutoencoderTrainer(m.Vae, new AutoencoderTrainingOptions());
         var (images, _) = TinyTrainingModels.FixedBatch(2);
         using var __ = images;
@@ -109,6 +105,19 @@ public class NonFiniteStepTests
 
         Assert.That(e.Message, Does.Contain("NaN or infinite gradients").And.Contain("under autograd's anomaly detection: Function '"));
         Assert.That(trainer.StepCount, Is.Zero);
+    }
+
+    private static bool UNetConv(string name) => name == "up_blocks.1.resnets.0.conv2";
+
+    /// <summary>
+    /// Adds sqrt(0) to the output of the first convolution of <paramref name="model"/> whose name <paramref name="isTarget"/>
+    /// accepts (on the calls <paramref name="when"/> lets through, default all): the forward pass is unchanged, the backward
+    /// pass gets an infinite gradient there (d sqrt(z)/dz at 0).
+    /// </summary>
+    private static void InjectInfiniteBackward(nn.Module model, Func<string, bool> isTarget, Func<bool>? when = null)
+    {
+        var conv = (Conv2d)model.named_modules().First(x => isTarget(x.name)).module;
+        conv.register_forward_hook((_, _, output) => when?.Invoke() ?? true ? output + (output - output.detach()).sqrt() : output);
     }
 
     private static Dictionary<string, Tensor> Snapshot(TinyTrainingModels m)
