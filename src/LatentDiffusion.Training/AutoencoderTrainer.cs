@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using LatentDiffusion.Runtime;
 using LatentDiffusion.Vae;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -56,6 +57,8 @@ public sealed class AutoencoderTrainer : IDisposable
     public float Step(Tensor images)
     {
         ArgumentNullException.ThrowIfNull(images);
+        // A smaller OpenMP team than libtorch's convolutions plan for leaves weight gradients uninitialised or hangs.
+        TorchRuntime.EnsureFullOpenMpTeams(_logger);
         _vae.train();
         try
         {

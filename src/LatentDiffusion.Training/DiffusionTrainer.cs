@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using LatentDiffusion.Abstractions;
+using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 using LatentDiffusion.Text;
 using LatentDiffusion.UNet;
@@ -162,6 +163,8 @@ public sealed class DiffusionTrainer : IDisposable
     {
         int batch = captions.Count;
         var device = _unet.Device;
+        // A smaller OpenMP team than libtorch's convolutions plan for leaves weight gradients uninitialised or hangs.
+        TorchRuntime.EnsureFullOpenMpTeams(_logger);
 
         _unet.train();
         _textEncoder.train();

@@ -3,19 +3,24 @@ using LatentDiffusion.Runtime;
 using LatentDiffusion.Schedulers;
 
 /// <summary>
-/// A .NET startup hook for the fresh-process scheduler tests (<c>SchedulerRuntimeInitTests</c>): when this assembly is
-/// started as a program with <c>DOTNET_STARTUP_HOOKS</c> naming it and <see cref="ProbeVariable"/> set, it uses one
-/// scheduler entry point before anything else has touched TorchSharp, prints what it saw and exits. Without the variable
-/// it does nothing.
+/// A .NET startup hook for the fresh-process tests (<c>FreshProcess</c>): when this assembly is started as a program with
+/// <c>DOTNET_STARTUP_HOOKS</c> naming it and <see cref="ProbeVariable"/> set, it uses one scheduler entry point before
+/// anything else has touched TorchSharp (<c>SchedulerRuntimeInitTests</c>); with <see cref="OpenMpProbeVariable"/> set,
+/// it runs <c>OpenMpTeamProbe</c>. It prints what it saw and exits. Without either variable it does nothing.
 /// </summary>
 internal static class StartupHook
 {
     /// <summary>The environment variable that names the entry point to probe.</summary>
     public const string ProbeVariable = "LATENTDIFFUSION_TEST_SCHEDULER_PROBE";
 
+    /// <summary>The environment variable that asks for the OpenMP team probe (<c>OpenMpTeamTests</c>).</summary>
+    public const string OpenMpProbeVariable = "LATENTDIFFUSION_TEST_OPENMP_PROBE";
+
     /// <summary>Called by the runtime before Main.</summary>
     public static void Initialize()
     {
+        if (!string.IsNullOrEmpty(Environment.GetEnvironmentVariable(OpenMpProbeVariable)))
+            Environment.Exit(LatentDiffusion.Tests.Training.OpenMpTeamProbe.Run());
         string? probe = Environment.GetEnvironmentVariable(ProbeVariable);
         if (string.IsNullOrEmpty(probe)) return;
         try

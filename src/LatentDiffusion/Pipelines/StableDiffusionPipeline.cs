@@ -142,6 +142,8 @@ public sealed partial class StableDiffusionPipeline : IPipeline
     private GenerationResult Run(string prompt, GenerationOptions options, IProgress<DiffusionProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
+        // On this, the computing thread, OpenMP must start the teams libtorch's convolutions plan for.
+        TorchRuntime.EnsureFullOpenMpTeams(_logger);
         using var loras = UseLoras(options);
         var device = UNet.Device;
         var dtype = UNet.DType;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Reflection;
 using LatentDiffusion.Abstractions;
 using LatentDiffusion.Schedulers;
@@ -9,8 +8,8 @@ namespace LatentDiffusion.Tests.Schedulers;
 /// <summary>
 /// A scheduler used on its own, first thing in a process, loads the native runtime the library's way
 /// (<see cref="Runtime.TorchRuntime.EnsureInitialized"/>). This needs a process in which nothing has touched TorchSharp
-/// yet, which this test process is not (its setup initialises the runtime): each case starts this test assembly again
-/// as a program whose startup hook (<see cref="global::StartupHook"/>) runs only the probed entry point and exits.
+/// yet, which this test process is not (its setup initialises the runtime): each case runs the probed entry point in a
+/// <see cref="FreshProcess"/>.
 /// </summary>
 [TestFixture]
 public sealed class SchedulerRuntimeInitTests
@@ -20,25 +19,8 @@ public sealed class SchedulerRuntimeInitTests
     [TestCase("constructor")]
     public void AnEntryPointUsedFirstInAFreshProcessInitialisesTheRuntime(string probe)
     {
-        string assembly = typeof(SchedulerRuntimeInitTests).Assembly.Location;
-        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(assembly)!,
-        };
-        start.ArgumentList.Add("exec");
-        start.ArgumentList.Add(assembly);
-        start.Environment["DOTNET_STARTUP_HOOKS"] = assembly;
-        start.Environment[global::StartupHook.ProbeVariable] = probe;
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        Assert.That(process.WaitForExit(TimeSpan.FromMinutes(3)), Is.True, "the probe process did not finish");
-        Assert.That(process.ExitCode, Is.EqualTo(0), $"stdout: {stdout.Result}\nstderr: {stderr.Result}");
-        Assert.That(stdout.Result, Does.Contain("initialised=True").And.Contain("finite=True"));
+        string stdout = FreshProcess.Run(global::StartupHook.ProbeVariable, probe);
+        Assert.That(stdout, Does.Contain("initialised=True").And.Contain("finite=True"));
     }
 
     /// <summary>
