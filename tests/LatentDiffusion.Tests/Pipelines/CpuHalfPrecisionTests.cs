@@ -21,21 +21,9 @@ public class CpuHalfPrecisionTests
 
     private static async Task<List<(LogLevel Level, string Message)>> LoadAndLog(ScalarType dtype)
     {
-        var lines = new List<(LogLevel, string)>();
-        using var factory = LoggerFactory.Create(b => b.AddProvider(new ListProvider(lines)).SetMinimumLevel(LogLevel.Warning));
+        var log = new ListLogger();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(log).SetMinimumLevel(LogLevel.Warning));
         await using var pipeline = await StableDiffusionPipeline.LoadAsync(Fixtures.PathOf("tiny-sd15"), new PipelineOptions { DType = dtype, LoggerFactory = factory });
-        return lines;
-    }
-
-    private sealed class ListProvider(List<(LogLevel, string)> lines) : ILoggerProvider, ILogger
-    {
-        public ILogger CreateLogger(string categoryName) => this;
-        public void Dispose() { }
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => true;
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (lines) lines.Add((logLevel, formatter(state, exception)));
-        }
+        return log.Entries;
     }
 }

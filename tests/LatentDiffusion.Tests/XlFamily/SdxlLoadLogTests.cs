@@ -16,26 +16,15 @@ public class SdxlLoadLogTests
     [TestCase("tiny-sdxl.safetensors")]
     public void EachComponentIsCheckedOnceAndItsLoadTimeLogged(string model)
     {
-        var lines = new List<string>();
-        using var factory = LoggerFactory.Create(b => b.AddProvider(new ListProvider(lines)).SetMinimumLevel(LogLevel.Information));
+        var log = new ListLogger();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(log).SetMinimumLevel(LogLevel.Information));
         // Synchronously, on this thread: the check and build counters are per thread.
         int checks = WeightLoader.ChecksMade, built = WeightLoader.ModulesBuilt;
         using (ModelLoader.Load(Fixtures.PathOf(model), new PipelineOptions { ConfigDirectory = Fixtures.PathOf("tiny-sdxl"), LoggerFactory = factory }, CancellationToken.None)) { }
         Assert.That(WeightLoader.ModulesBuilt - built, Is.EqualTo(4), "two text encoders, UNet, VAE");
         Assert.That(WeightLoader.ChecksMade - checks, Is.EqualTo(4), "one name and shape check per component");
+        var lines = log.Messages;
         foreach (var component in new[] { "text encoder", "text encoder 2", "UNet", "VAE" })
             Assert.That(lines, Has.Some.StartsWith($"Loaded the {component} in ").And.Contains("peak RSS so far"), $"{component}:\n{string.Join("\n", lines)}");
-    }
-
-    private sealed class ListProvider(List<string> lines) : ILoggerProvider, ILogger
-    {
-        public ILogger CreateLogger(string categoryName) => this;
-        public void Dispose() { }
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => true;
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (lines) lines.Add(formatter(state, exception));
-        }
     }
 }
