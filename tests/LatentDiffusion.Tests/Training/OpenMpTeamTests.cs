@@ -1,5 +1,6 @@
 using LatentDiffusion.Runtime;
 using LatentDiffusion.Training;
+using Microsoft.Extensions.Logging;
 using NUnit.Framework;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -11,8 +12,8 @@ namespace LatentDiffusion.Tests.Training;
 /// of the weight and bias gradients uninitialised (garbage or NaN that changes from run to run) or waits forever at a
 /// barrier. Three OpenMP settings do that: dynamic team sizes, a thread limit below the thread count, and no active
 /// parallel levels. Each case runs <see cref="OpenMpTeamProbe"/> in a <see cref="FreshProcess"/> with the setting in its
-/// environment (OpenMP reads it when it loads): convolution gradients against float64, then a training step on a fresh
-/// thread twice. Without <see cref="TorchRuntime.EnsureFullOpenMpTeams(Microsoft.Extensions.Logging.ILogger)"/> the
+/// environment (OpenMP reads it when it loads): a training step on a fresh thread twice, then convolution gradients
+/// against float64. Without <see cref="TorchRuntime.EnsureFullOpenMpTeams(Microsoft.Extensions.Logging.ILogger)"/> the
 /// probe hangs or its gradients are garbage (relative errors of 1e34 and infinite ones, measured).
 /// </summary>
 public class OpenMpTeamTests
@@ -33,8 +34,8 @@ public class OpenMpTeamTests
         string stdout = FreshProcess.Run(global::StartupHook.OpenMpProbeVariable, "1", environment, TimeSpan.FromMinutes(3));
 
         Assert.That(stdout, Does.Contain("convolutions: right").And.Contain("training: right"), stdout);
-        // The guard says what it changed exactly when the setting would shrink a team.
-        Assert.That(stdout, Does.Contain(setting is null ? "changed: nothing" : "changed: OpenMP would start fewer threads"), stdout);
+        // The trainer warns, on its first step, exactly when the setting would shrink a team.
+        Assert.That(stdout, Does.Contain(setting is null ? "trainer warned: nothing" : "trainer warned: OpenMP would start fewer threads"), stdout);
     }
 }
 
@@ -46,23 +47,27 @@ internal static class OpenMpTeamProbe
     {
         try
         {
+            // Loads the native runtime the library's way (the test models below touch TorchSharp first); sets nothing.
             TorchRuntime.EnsureInitialized();
+
+            // 1. One training step, twice, each on a fresh thread (OpenMP's settings are per thread, from the environment),
+            // before anything else here has touched the settings: what protects it is the trainer's own call.
+            var log = new ListLogger();
+            var first = StepGradients(log);
+            var second = StepGradients(log);
+            Console.WriteLine("trainer warned: " + (log.Entries.FirstOrDefault(e => e.Level == LogLevel.Warning).Message ?? "nothing"));
+            var wrong = first.Keys.Where(k => !float.IsFinite(first[k].Max(Math.Abs)) || !Close(first[k], second[k])).ToList();
+            Console.WriteLine($"training: {(wrong.Count == 0 ? "right" : "WRONG: " + string.Join(", ", wrong.Take(5)))}");
+
+            // 2. On this thread, the guard itself; then the tiny training UNet's convolutions (3x3, 3x3 stride 2, 1x1, the
+            // 4-channel input), with their gradients, against the same in float64 (libtorch's own kernels, not oneDNN's).
             string? changed = TorchRuntime.EnsureFullOpenMpTeams();
             Console.WriteLine("changed: " + (changed ?? "nothing"));
-
-            // 1. The tiny training UNet's convolutions (3x3, 3x3 stride 2, 1x1, the 4-channel input), with their gradients,
-            // against the same in float64 (libtorch's own kernels, not oneDNN's).
             double worst = 0;
             using var g = new Generator(3);
             foreach (var (ic, oc, size, k, stride) in new[] { (4, 32, 16, 3, 1), (32, 32, 16, 3, 1), (32, 32, 16, 3, 2), (64, 64, 8, 3, 1), (96, 32, 16, 1, 1) })
                 worst = Math.Max(worst, ConvolutionError(g, ic, oc, size, k, stride));
             Console.WriteLine($"convolutions: {(worst < 1e-4 ? "right" : "WRONG")} (largest relative error {worst:E2})");
-
-            // 2. One training step, twice, each on a fresh thread (OpenMP's settings are per thread, from the environment).
-            var first = StepGradients();
-            var second = StepGradients();
-            var wrong = first.Keys.Where(k => !float.IsFinite(first[k].Max(Math.Abs)) || !Close(first[k], second[k])).ToList();
-            Console.WriteLine($"training: {(wrong.Count == 0 ? "right" : "WRONG: " + string.Join(", ", wrong.Take(5)))}");
             return worst < 1e-4 && wrong.Count == 0 ? 0 : 4;
         }
         catch (Exception e)
@@ -100,7 +105,7 @@ internal static class OpenMpTeamProbe
         return (y.detach(), xs.grad!, ws.grad!, bs.grad!);
     }
 
-    private static Dictionary<string, float[]> StepGradients()
+    private static Dictionary<string, float[]> StepGradients(ListLogger log)
     {
         Dictionary<string, float[]>? result = null;
         Exception? failure = null;
@@ -110,7 +115,7 @@ internal static class OpenMpTeamProbe
             {
                 using var m = new TinyTrainingModels();
                 using var trainer = new DiffusionTrainer(m.Tokenizer, m.TextEncoder, m.UNet, m.Vae, m.Scheduler,
-                    new DiffusionTrainingOptions { MaxGradNorm = 0, CaptionDropout = 0 });
+                    new DiffusionTrainingOptions { MaxGradNorm = 0, CaptionDropout = 0 }, log);
                 var (images, captions) = TinyTrainingModels.FixedBatch(4);
                 using var _ = images;
                 trainer.Step(images, captions);
