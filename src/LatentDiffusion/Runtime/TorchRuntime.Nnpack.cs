@@ -36,13 +36,19 @@ public static partial class TorchRuntime
     private static unsafe bool TryNnpackExports(out IntPtr context, out IntPtr set, out IntPtr get)
     {
         context = set = get = IntPtr.Zero;
-        IntPtr lib = _torchCpu;
-        if (lib == IntPtr.Zero && !NativeLibrary.TryLoad(RuntimeInformation.IsOSPlatform(OSPlatform.Windows) ? "torch_cpu.dll" : RuntimeInformation.IsOSPlatform(OSPlatform.OSX) ? "libtorch_cpu.dylib" : "libtorch_cpu.so", out lib))
-            return false;
+        if (!TryTorchCpu(out var lib)) return false;
         if (!TryExport(lib, GlobalContextNames, out var globalContext) || !TryExport(lib, SetNnpackNames, out set) || !TryExport(lib, GetNnpackNames, out get))
             return false;
         context = ((delegate* unmanaged<IntPtr>)globalContext)();
         return context != IntPtr.Zero;
+    }
+
+    /// <summary>The handle of libtorch's CPU library: the one this loader loaded (Linux), else the one already in the process.</summary>
+    private static bool TryTorchCpu(out IntPtr lib)
+    {
+        lib = _torchCpu;
+        return lib != IntPtr.Zero
+            || NativeLibrary.TryLoad(RuntimeInformation.IsOSPlatform(OSPlatform.Windows) ? "torch_cpu.dll" : RuntimeInformation.IsOSPlatform(OSPlatform.OSX) ? "libtorch_cpu.dylib" : "libtorch_cpu.so", out lib);
     }
 
     private static bool TryExport(IntPtr lib, string[] names, out IntPtr address)

@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
-using TorchSharp;
 
 namespace LatentDiffusion.Runtime;
 
@@ -52,11 +51,11 @@ public static partial class TorchRuntime
             _ompSetDynamic(0);
             changes.Add("switched off OpenMP's dynamic team sizes (OMP_DYNAMIC) on this thread");
         }
-        int planned = torch.get_num_threads();
+        int planned = TorchThreads.Current;
         int granted = _ompGetMaxActiveLevels() < 1 ? 1 : Math.Min(planned, Math.Max(1, _ompGetThreadLimit()));
         if (granted < planned)
         {
-            torch.set_num_threads(granted);
+            TorchThreads.Apply(granted);
             changes.Add($"lowered libtorch's CPU threads from {planned} to {granted}, as many as OpenMP starts (OMP_THREAD_LIMIT, OMP_MAX_ACTIVE_LEVELS)");
         }
         return changes.Count == 0 ? null
@@ -73,9 +72,7 @@ public static partial class TorchRuntime
             if (_openMpResolved) return _ompGetDynamic != null;
             // libtorch's OpenMP runtime (GNU libgomp on Linux, LLVM libomp on macOS) is a dependency of libtorch_cpu, whose
             // handle finds its symbols; Windows builds use Intel's libiomp5md.
-            IntPtr lib = _torchCpu;
-            if (lib == IntPtr.Zero)
-                NativeLibrary.TryLoad(RuntimeInformation.IsOSPlatform(OSPlatform.Windows) ? "torch_cpu.dll" : RuntimeInformation.IsOSPlatform(OSPlatform.OSX) ? "libtorch_cpu.dylib" : "libtorch_cpu.so", out lib);
+            TryTorchCpu(out var lib);
             if ((lib == IntPtr.Zero || !NativeLibrary.TryGetExport(lib, "omp_get_dynamic", out _)) && RuntimeInformation.IsOSPlatform(OSPlatform.Windows))
                 NativeLibrary.TryLoad("libiomp5md.dll", out lib);
             if (lib != IntPtr.Zero
