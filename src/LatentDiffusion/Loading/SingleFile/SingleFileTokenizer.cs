@@ -69,7 +69,7 @@ public static class SingleFileTokenizer
 
     /// <summary>
     /// <see cref="LoadAsync"/> with another pad token (SDXL's second tokenizer is the same CLIP vocabulary padded with
-    /// <c>!</c>). A <paramref name="tokenizerDirectory"/> with <c>vocab.json</c> and <c>merges.txt</c> is read with that pad token too.
+    /// <c>!</c>). A <paramref name="tokenizerDirectory"/> (<c>tokenizer.json</c>, or <c>vocab.json</c> and <c>merges.txt</c>) is read with that pad token too.
     /// </summary>
     internal static Task<ClipTokenizer> LoadWithPadAsync(string checkpoint, TextEncoderLayout layout, string padToken, string family, string? tokenizerDirectory,
         ModelHubOptions? hub, ILogger? logger, CancellationToken cancellationToken)
